@@ -1,0 +1,28 @@
+"""weightops: composable, GPU-capable weight transforms for PyTorch.
+
+Every transform exists in four forms with one definition of the math: a NumPy
+reference (:mod:`weightops.reference`), a torch functional op
+(:mod:`weightops.functional`), a transform module (:class:`Transform`), and
+model-level application (:func:`parametrize`, :func:`apply_`,
+:func:`constrain`).
+"""
+
+from weightops._select import shared_parameters
+from weightops.apply import Constraint, apply_, constrain, parametrize, unparametrize
+from weightops.transforms import Clip, Compose, MaxNorm, Transform
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Clip",
+    "Compose",
+    "Constraint",
+    "MaxNorm",
+    "Transform",
+    "__version__",
+    "apply_",
+    "constrain",
+    "parametrize",
+    "shared_parameters",
+    "unparametrize",
+]

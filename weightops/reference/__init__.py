@@ -1,0 +1,9 @@
+"""NumPy references: a twin of every :mod:`weightops.functional` op, same name.
+
+Nothing here imports torch. References compute in float64 and return float64;
+the tests round them to the op's dtype before comparing.
+"""
+
+from weightops.reference.clip import clip, clip_, max_norm, max_norm_
+
+__all__ = ["clip", "clip_", "max_norm", "max_norm_"]
