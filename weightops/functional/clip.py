@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import Tensor
 
@@ -71,9 +73,9 @@ def clip_(weight: Tensor, min: float | None = None, max: float | None = None) ->
 
 
 def check_max_norm(op: str, max_norm: float, eps: float) -> None:
-    """The scalars of :func:`max_norm`: ``max_norm > 0``, ``eps >= 0``."""
-    check_real(op, "max_norm", max_norm, low=0.0, low_open=True)
-    check_real(op, "eps", eps, low=0.0)
+    """The scalars of :func:`max_norm`: ``0 < max_norm < inf``, ``0 <= eps < inf``."""
+    check_real(op, "max_norm", max_norm, low=0.0, low_open=True, high=sys.float_info.max)
+    check_real(op, "eps", eps, low=0.0, high=sys.float_info.max)
 
 
 def _unit_scale(op: str, weight: Tensor, max_norm: float, dim: int | None, eps: float) -> Tensor:
@@ -119,7 +121,7 @@ def max_norm(weight: Tensor, max_norm: float, *, dim: int | None = 0, eps: float
     Args:
         weight: tensor of any shape with at least ``dim + 1`` dimensions;
             float16, bfloat16, float32 or float64.
-        max_norm: the largest L2 norm a unit may have, > 0.
+        max_norm: the largest L2 norm a unit may have, finite and > 0.
         dim: the dimension that indexes units, or ``None`` for the whole tensor.
         eps: added to the norm before dividing, >= 0.
 
