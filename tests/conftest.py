@@ -13,7 +13,7 @@ import torch
 
 from weightops.testing import load_profile
 
-load_profile()
+PROFILE = load_profile()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -40,6 +40,4 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    from hypothesis import settings
-
-    return f"weightops: devices {requested_devices(config)}, hypothesis profile {settings._current_profile}"
+    return f"weightops: devices {requested_devices(config)}, hypothesis profile {PROFILE}"

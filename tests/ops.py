@@ -51,9 +51,7 @@ def clip_kwargs(shape: Shape) -> st.SearchStrategy[dict[str, Any]]:
 
 def max_norm_kwargs(shape: Shape) -> st.SearchStrategy[dict[str, Any]]:
     dims = st.integers(-len(shape), len(shape) - 1) if shape else st.nothing()
-    return st.fixed_dictionaries(
-        {"max_norm": st.floats(1e-3, 200.0), "dim": st.none() | dims}
-    )
+    return st.fixed_dictionaries({"max_norm": st.floats(1e-3, 200.0), "dim": st.none() | dims})
 
 
 OPS: list[Op] = [

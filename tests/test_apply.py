@@ -67,9 +67,17 @@ def test_default_selection_takes_every_recurrent_weight() -> None:
 
 def test_where_accepts_a_glob_a_type_and_a_callable() -> None:
     net = ConvNet()
-    assert wo.apply_(net, wo.Clip(-1, 1), where="*.bias") == ["conv.bias", "up.bias", "bn.bias", "fc.bias"]
+    assert wo.apply_(net, wo.Clip(-1, 1), where="*.bias") == [
+        "conv.bias",
+        "up.bias",
+        "bn.bias",
+        "fc.bias",
+    ]
     assert wo.apply_(net, wo.Clip(-1, 1), where=nn.Conv2d) == ["conv.weight"]
-    assert wo.apply_(net, wo.Clip(-1, 1), where=(nn.Conv2d, nn.Linear)) == ["conv.weight", "fc.weight"]
+    assert wo.apply_(net, wo.Clip(-1, 1), where=(nn.Conv2d, nn.Linear)) == [
+        "conv.weight",
+        "fc.weight",
+    ]
     chosen = wo.apply_(net, wo.Clip(-1, 1), where=lambda name, module, p: p.ndim == 1)
     assert chosen == ["conv.bias", "up.bias", "bn.weight", "bn.bias", "fc.bias"]
 
@@ -91,7 +99,9 @@ def test_shared_parameters_lists_tied_names() -> None:
     ],
 )
 def test_apply_bad_argument_raises_and_leaves_every_parameter_bitwise_unchanged(
-    kwargs: dict, error: type[Exception], name: str  # type: ignore[type-arg]
+    kwargs: dict,
+    error: type[Exception],
+    name: str,  # type: ignore[type-arg]
 ) -> None:
     net = ConvNet()
     before = _snapshot(net)
@@ -282,7 +292,10 @@ def test_a_parametrized_lstm_runs() -> None:
     ("t", "within"),
     [
         (wo.Clip(-0.05, 0.05), lambda w: bool((w.abs() <= torch.tensor(0.05)).all())),
-        (wo.MaxNorm(0.5), lambda w: float(w.double().flatten(1).norm(dim=1).max()) <= 0.5 * (1 + 1e-6)),
+        (
+            wo.MaxNorm(0.5),
+            lambda w: float(w.double().flatten(1).norm(dim=1).max()) <= 0.5 * (1 + 1e-6),
+        ),
     ],
     ids=["clip", "max_norm"],
 )

@@ -69,7 +69,9 @@ def test_max_norm_of_zero_and_constant_weights_is_finite(dtype: torch.dtype) -> 
     for w in (torch.zeros(4, 3, dtype=dtype), torch.full((4, 3), 7.0, dtype=dtype)):
         out = WF.max_norm(w, 1.0)
         assert bool(torch.isfinite(out).all())
-    assert torch.equal(WF.max_norm(torch.zeros(4, 3, dtype=dtype), 1.0), torch.zeros(4, 3, dtype=dtype))
+    assert torch.equal(
+        WF.max_norm(torch.zeros(4, 3, dtype=dtype), 1.0), torch.zeros(4, 3, dtype=dtype)
+    )
 
 
 def test_max_norm_counts_half_precision_norms_in_float32() -> None:

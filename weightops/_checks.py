@@ -48,13 +48,15 @@ def check_real(
         accepted += " or None"
     if isinstance(value, bool) or not isinstance(value, Real):
         fail(op, name, accepted, value, TypeError)
-    value = float(value)
-    if math.isnan(value) or value < low or value > high or (low_open and value == low):
-        fail(op, name, accepted, value)
-    return value
+    number = float(value)
+    if math.isnan(number) or number < low or number > high or (low_open and number == low):
+        fail(op, name, accepted, number)
+    return number
 
 
-def check_dim(op: str, dim: Any, ndim: int, *, name: str = "dim", optional: bool = False) -> int | None:
+def check_dim(
+    op: str, dim: Any, ndim: int, *, name: str = "dim", optional: bool = False
+) -> int | None:
     """An int indexing one of ``ndim`` dimensions (negative counts from the end).
 
     Returns the non-negative dim, or ``None`` when ``optional`` and ``dim`` is None.
@@ -68,4 +70,4 @@ def check_dim(op: str, dim: Any, ndim: int, *, name: str = "dim", optional: bool
         fail(op, name, accepted, dim, TypeError)
     if not -ndim <= dim < ndim:
         fail(op, name, accepted, dim)
-    return dim % ndim
+    return int(dim) % ndim

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Union
+from typing import cast
 
 from torch import Tensor, nn
 from torch.nn.utils import parametrize as P
@@ -29,13 +29,13 @@ DEFAULT_LAYERS: tuple[type[nn.Module], ...] = (
     nn.RNNCellBase,
 )
 
-Where = Union[
-    None,
-    str,
-    type[nn.Module],
-    tuple[type[nn.Module], ...],
-    Callable[[str, nn.Module, Tensor], bool],
-]
+Where = (
+    None
+    | str
+    | type[nn.Module]
+    | tuple[type[nn.Module], ...]
+    | Callable[[str, nn.Module, Tensor], bool]
+)
 
 
 @dataclass
@@ -79,28 +79,29 @@ def _modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
 def _entries(model: nn.Module) -> Iterator[tuple[str, nn.Module, str, int, bool]]:
     """(qualified name, module, attribute, identity key, parametrized) for every tensor."""
     for prefix, module in _modules(model):
-        qualify = (lambda a: f"{prefix}.{a}") if prefix else (lambda a: a)
+        dot = "." if prefix else ""
         if P.is_parametrized(module):
             for attr, plist in module.parametrizations.items():  # type: ignore[union-attr, operator]
-                yield qualify(attr), module, attr, id(plist), True
+                yield f"{prefix}{dot}{attr}", module, attr, id(plist), True
         for attr, param in module._parameters.items():
             if param is not None:
-                yield qualify(attr), module, attr, id(param), False
+                yield f"{prefix}{dot}{attr}", module, attr, id(param), False
 
 
 def _predicate(op: str, where: Where) -> Callable[[str, nn.Module, str], bool]:
     if where is None:
-        return lambda name, module, attr: isinstance(module, DEFAULT_LAYERS) and attr.startswith(
-            "weight"
+        return lambda name, module, attr: (
+            isinstance(module, DEFAULT_LAYERS) and attr.startswith("weight")
         )
     if isinstance(where, str):
         return lambda name, module, attr: fnmatch.fnmatchcase(name, where)
-    if isinstance(where, type) and issubclass(where, nn.Module) or (
+    if (isinstance(where, type) and issubclass(where, nn.Module)) or (
         isinstance(where, tuple) and where and all(isinstance(w, type) for w in where)
     ):
         return lambda name, module, attr: isinstance(module, where) and attr.startswith("weight")  # type: ignore[arg-type]
     if callable(where):
-        return lambda name, module, attr: bool(where(name, module, getattr(module, attr)))
+        call = cast(Callable[[str, nn.Module, Tensor], bool], where)
+        return lambda name, module, attr: bool(call(name, module, getattr(module, attr)))
     raise TypeError(
         f"{op}: where must be None, a glob on parameter names, an nn.Module type or tuple of "
         f"types, or a callable (name, module, param) -> bool, got {type(where).__name__}"

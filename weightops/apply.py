@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +26,10 @@ from weightops._select import Target, Where, select
 from weightops.transforms.base import Transform
 
 __all__ = ["Constraint", "apply_", "constrain", "parametrize", "unparametrize"]
+
+
+def _plist(module: nn.Module, attr: str) -> P.ParametrizationList:
+    return cast(P.ParametrizationList, cast(nn.ModuleDict, module.parametrizations)[attr])
 
 
 def _check_transform(op: str, t: Any) -> None:
@@ -87,10 +91,10 @@ def parametrize(model: nn.Module, t: Transform, where: Where = None) -> dict[str
             # The first registration moved the tensor into m0's list; the other
             # owners get that same list, so they read the same stored tensor
             # through the same transform state.
-            shared = m0.parametrizations[a0]  # type: ignore[index]
+            shared = _plist(m0, a0)
             for m, a in others:
                 P.register_parametrization(m, a, nn.Identity(), unsafe=True)
-                m.parametrizations[a] = shared  # type: ignore[index]
+                cast(nn.ModuleDict, m.parametrizations)[a] = shared
         registered.update(dict.fromkeys(target.names, own))
     return registered
 
@@ -121,23 +125,23 @@ def unparametrize(model: nn.Module, bake: bool = True, *, where: Where = None) -
         raise TypeError(f"unparametrize: bake must be a bool, got {type(bake).__name__}")
     targets = [
         target
-        for target in select(
-            model, "*" if where is None else where, "unparametrize"
-        )
+        for target in select(model, "*" if where is None else where, "unparametrize")
         if target.parametrized
     ]
     if not targets:
-        raise ValueError(f"unparametrize: where must select a parametrized tensor, got where={where!r}")
+        raise ValueError(
+            f"unparametrize: where must select a parametrized tensor, got where={where!r}"
+        )
     for target in targets:
         m0, a0 = target.owners[0]
-        if not bake and not m0.parametrizations[a0].is_tensor:  # type: ignore[index]
+        if not bake and not _plist(m0, a0).is_tensor:
             raise ValueError(
                 f"unparametrize: bake must be True for {target.name!r}, got False: its "
                 "parametrization stores several tensors, none of which is the weight"
             )
     for target in targets:
         (m0, a0), *others = target.owners
-        is_tensor = m0.parametrizations[a0].is_tensor  # type: ignore[index]
+        is_tensor = _plist(m0, a0).is_tensor
         P.remove_parametrizations(m0, a0, leave_parametrized=bake)
         baked = getattr(m0, a0)
         for m, a in others:
@@ -262,9 +266,11 @@ def constrain(
         targets = select(model, where, "constrain")
         _check_plain("constrain", targets)
         named = [(tg.names, tg.value) for tg in targets if id(tg.value) in updated]
-    elif where is None or (callable(where) and not isinstance(where, type)):
-        chosen = (lambda n, p: p.ndim >= 2) if where is None else (lambda n, p: where(n, None, p))  # type: ignore[misc, operator]
-        named = [([n], p) for n, p in _optimizer_params(optimizer) if chosen(n, p)]
+    elif where is None:
+        named = [([n], p) for n, p in _optimizer_params(optimizer) if p.ndim >= 2]
+    elif callable(where) and not isinstance(where, type):
+        call = cast(Any, where)
+        named = [([n], p) for n, p in _optimizer_params(optimizer) if call(n, None, p)]
     else:
         raise ValueError(
             f"constrain: where must be None or a callable when model is None, got {where!r}; "

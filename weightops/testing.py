@@ -175,7 +175,9 @@ def _check_one(t: Transform, weight: Tensor, overrides: Any) -> None:
     with torch.no_grad():
         out = own(weight)
     assert out.device == weight.device, f"device {out.device}, expected {weight.device}"
-    assert_matches_reference(out, expected, dtype=weight.dtype, overrides=overrides, msg="forward: ")
+    assert_matches_reference(
+        out, expected, dtype=weight.dtype, overrides=overrides, msg="forward: "
+    )
     assert torch.equal(weight, before), "forward modified its argument"
 
     target = weight.clone()
@@ -193,7 +195,9 @@ def _check_one(t: Transform, weight: Tensor, overrides: Any) -> None:
     if weight.dtype in (torch.float32, torch.float64) and weight.numel():
         leaf = weight.detach().clone().requires_grad_(True)
         fresh()(leaf).sum().backward()
-        assert leaf.grad is not None and leaf.grad.shape == leaf.shape, "no gradient of the weight's shape"
+        assert leaf.grad is not None and leaf.grad.shape == leaf.shape, (
+            "no gradient of the weight's shape"
+        )
         assert bool(torch.isfinite(leaf.grad).all()), "non-finite gradient"
 
 
@@ -226,7 +230,11 @@ def check_transform(
         raise TypeError(f"check_transform: t must be a weightops Transform, got {type(t).__name__}")
     shape = shapes(min_dims=t.min_ndim) if shape is None else shape
     weights = st.one_of(
-        [tensors(dtype, shape=shape, device=device, elements=elements) for dtype in dtypes for device in devices]
+        [
+            tensors(dtype, shape=shape, device=device, elements=elements)
+            for dtype in dtypes
+            for device in devices
+        ]
     )
     test = given(weight=weights)(lambda weight: _check_one(t, weight, overrides))
     if max_examples is not None:

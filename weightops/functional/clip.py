@@ -98,7 +98,9 @@ def _unit_scale(op: str, weight: Tensor, max_norm: float, dim: int | None, eps: 
     return torch.where(norm > max_norm, max_norm / (norm + eps), 1.0)
 
 
-def max_norm(weight: Tensor, max_norm: float, *, dim: int | None = 0, eps: float = MAX_NORM_EPS) -> Tensor:
+def max_norm(
+    weight: Tensor, max_norm: float, *, dim: int | None = 0, eps: float = MAX_NORM_EPS
+) -> Tensor:
     """Rescale every unit whose L2 norm exceeds ``max_norm`` back to ``max_norm``.
 
     A unit is a slice ``weight.select(dim, i)``: for PyTorch's ``(out, in, ...)``
@@ -143,7 +145,9 @@ def max_norm(weight: Tensor, max_norm: float, *, dim: int | None = 0, eps: float
     return (weight * scale).to(weight.dtype)
 
 
-def max_norm_(weight: Tensor, max_norm: float, *, dim: int | None = 0, eps: float = MAX_NORM_EPS) -> Tensor:
+def max_norm_(
+    weight: Tensor, max_norm: float, *, dim: int | None = 0, eps: float = MAX_NORM_EPS
+) -> Tensor:
     """In-place :func:`max_norm`: rescales ``weight`` itself and returns it.
 
     >>> w = torch.tensor([[3.0, 4.0]])

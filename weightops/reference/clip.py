@@ -21,17 +21,25 @@ def clip_(weight: np.ndarray, min: float | None = None, max: float | None = None
 
 def _rescaled(weight: np.ndarray, c: float, dim: int | None, eps: float) -> np.ndarray:
     w = np.asarray(weight, dtype=np.float64)
-    axes = tuple(range(w.ndim)) if dim is None else tuple(i for i in range(w.ndim) if i != dim % w.ndim)
+    axes = (
+        tuple(range(w.ndim))
+        if dim is None
+        else tuple(i for i in range(w.ndim) if i != dim % w.ndim)
+    )
     norm = np.sqrt(np.sum(w * w, axis=axes, keepdims=True))
     return w * np.where(norm > c, c / (norm + eps), 1.0)
 
 
-def max_norm(weight: np.ndarray, max_norm: float, *, dim: int | None = 0, eps: float = 1e-7) -> np.ndarray:
+def max_norm(
+    weight: np.ndarray, max_norm: float, *, dim: int | None = 0, eps: float = 1e-7
+) -> np.ndarray:
     """Reference :func:`weightops.functional.max_norm`."""
     return _rescaled(weight, max_norm, dim, eps)
 
 
-def max_norm_(weight: np.ndarray, max_norm: float, *, dim: int | None = 0, eps: float = 1e-7) -> np.ndarray:
+def max_norm_(
+    weight: np.ndarray, max_norm: float, *, dim: int | None = 0, eps: float = 1e-7
+) -> np.ndarray:
     """Reference :func:`weightops.functional.max_norm_` (writes into ``weight``)."""
     weight[...] = _rescaled(weight, max_norm, dim, eps)
     return weight

@@ -98,15 +98,18 @@ class Compose(Transform):
     Clip(min=-1.0, max=1.0) >> MaxNorm(max_norm=2.0, dim=0, eps=1e-07)
     """
 
+    transforms: nn.ModuleList
+
     def __init__(self, *transforms: Transform) -> None:
         super().__init__()
         flat: list[Transform] = []
         for i, t in enumerate(transforms):
             if not isinstance(t, Transform):
+                got = type(t).__name__
                 raise TypeError(
-                    f"Compose: transforms[{i}] must be a weightops Transform, got {type(t).__name__}"
+                    f"Compose: transforms[{i}] must be a weightops Transform, got {got}"
                 )
-            flat.extend(t.transforms if isinstance(t, Compose) else [t])
+            flat.extend(t._members() if isinstance(t, Compose) else [t])
         if not flat:
             raise ValueError("Compose: transforms must hold at least one Transform, got none")
         self.transforms = nn.ModuleList(flat)
@@ -116,7 +119,7 @@ class Compose(Transform):
 
     def forward(self, *weights: Tensor) -> Tensor:  # type: ignore[override]
         first, *rest = self._members()
-        x = first(*weights)
+        x: Tensor = first(*weights)
         for t in rest:
             x = t(x)
         return x
@@ -131,8 +134,9 @@ class Compose(Transform):
     def right_inverse(self, weight: Tensor) -> Any:
         x: Any = weight
         for t in reversed(self._members()):
-            if hasattr(t, "right_inverse"):
-                x = t.right_inverse(x)
+            inverse = getattr(t, "right_inverse", None)
+            if inverse is not None:
+                x = inverse(x)
         return x
 
     @property
