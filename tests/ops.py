@@ -54,9 +54,15 @@ def max_norm_kwargs(shape: Shape) -> st.SearchStrategy[dict[str, Any]]:
     return st.fixed_dictionaries({"max_norm": st.floats(1e-3, 200.0), "dim": st.none() | dims})
 
 
+#: torch reduces a non-contiguous float32 tensor sequentially, so a norm of n
+#: terms carries a relative error up to about n/2 · 2^-24 (2.5e-6 measured for
+#: 200 equal terms, against 7e-8 contiguous); 3e-5 covers the 1024 elements
+#: the strategies draw at most. A wrong formula is off by far more.
+FLOAT32_NORM = {torch.float32: (3e-5, 1e-5)}
+
 OPS: list[Op] = [
     Op("clip", clip_kwargs),
     Op("clip_", clip_kwargs),
-    Op("max_norm", max_norm_kwargs),
-    Op("max_norm_", max_norm_kwargs),
+    Op("max_norm", max_norm_kwargs, tolerance=FLOAT32_NORM),
+    Op("max_norm_", max_norm_kwargs, tolerance=FLOAT32_NORM),
 ]

@@ -21,6 +21,7 @@ import argparse
 import datetime
 import importlib.util
 import json
+import os
 import platform
 import statistics
 import sys
@@ -38,7 +39,7 @@ from torch.utils.benchmark import Timer
 import weightops.functional as WF
 import weightops.reference as WR
 
-__all__ = ["FLOORS", "Case", "main", "op_cases", "run", "to_markdown"]
+__all__ = ["FLOORS", "Case", "load_suite", "main", "op_cases", "run", "to_markdown"]
 
 Form = Literal["out-of-place", "in-place"]
 Row = dict[str, Any]
@@ -49,6 +50,8 @@ FLOORS: dict[str, str] = {"out-of-place": "w.clone()", "in-place": "dst.copy_(w)
 
 QUICK_SIZE = 64
 QUICK_MIN_RUN_TIME = 0.005
+#: Above this share of the CPUs busy with other work during a run, main warns.
+NOISY_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -84,8 +87,9 @@ class Case:
         return FLOORS[self.form]
 
 
-def _bind(fn: Callable[..., object], args: tuple[Any, ...], kwargs: dict[str, Any]
-          ) -> Callable[[Any], object]:
+def _bind(
+    fn: Callable[..., object], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Callable[[Any], object]:
     return lambda weight: fn(weight, *args, **kwargs)
 
 
@@ -137,28 +141,40 @@ def op_cases(
     return rows
 
 
-def _median_seconds(stmts: dict[str, str], env: dict[str, Any], min_run_time: float,
-                    rounds: int, threads: int) -> dict[str, float]:
-    """The median time of each statement, measured in ``rounds`` interleaved passes.
+def _time(
+    stmts: dict[str, str], env: dict[str, Any], min_run_time: float, rounds: int, threads: int
+) -> tuple[dict[str, float], float]:
+    """The median seconds of each statement, and the largest spread (IQR / median).
 
-    Interleaving keeps a drift in machine load from landing on one statement only.
+    Measured in ``rounds`` interleaved passes, so that a change in machine load
+    does not land on one statement only.
     """
     times: dict[str, list[float]] = {key: [] for key in stmts}
     for _ in range(rounds):
         for key, stmt in stmts.items():
             timer = Timer(stmt, globals=env, num_threads=threads)
             times[key] += timer.blocked_autorange(min_run_time=min_run_time / rounds).times
-    return {key: statistics.median(ts) for key, ts in times.items()}
+    medians = {key: statistics.median(ts) for key, ts in times.items()}
+    spread = 0.0
+    for key, ts in times.items():
+        if len(ts) > 1:
+            q1, _, q3 = statistics.quantiles(ts, n=4)
+            spread = max(spread, (q3 - q1) / medians[key])
+    return medians, spread
 
 
-def _reference_seconds(reference: Callable[[np.ndarray], object], weight: Tensor, runs: int
-                       ) -> float:
-    """The median time of the NumPy reference on a host copy of ``weight``.
+def _reference_seconds(
+    reference: Callable[[np.ndarray], object], weight: Tensor, runs: int
+) -> float:
+    """The median time of the NumPy reference on a host copy of ``weight``, after one warm-up.
 
     A copy, because an in-place reference writes into its argument, and on the
-    CPU ``weight.numpy()`` shares the weight's memory.
+    CPU ``weight.numpy()`` shares the weight's memory. The warm-up, because the
+    first run's float64 temporaries fault in fresh pages and can cost several
+    times a later run.
     """
     host = weight.detach().cpu().numpy().copy()
+    reference(host)
     return statistics.median(timeit.repeat(lambda: reference(host), repeat=runs, number=1))
 
 
@@ -181,7 +197,8 @@ def run(
         min_run_time: seconds spent on each timed statement (op, floor, torch
             equivalent), split over ``rounds`` interleaved passes.
         rounds: interleaved passes over op, floor and equivalent.
-        reference_runs: how often the NumPy reference runs; its median is kept.
+        reference_runs: how often the NumPy reference is timed (after one
+            untimed run); its median is kept.
         threads: intra-op threads while timing; default ``torch.get_num_threads()``.
             (``torch.utils.benchmark.Timer`` alone would use 1.)
 
@@ -190,7 +207,8 @@ def run(
         (names); ``t_op, t_floor, t_torch, t_reference`` (median seconds, or
         ``None``); ``op/floor, op/torch, op/reference`` (ratios, or ``None``);
         ``gb_per_s`` (one read and one write of the weight per call, over
-        ``t_op``); ``target`` and ``met``.
+        ``t_op``); ``spread``, the largest IQR / median of the timed
+        statements (a noisy machine shows here first); ``target`` and ``met``.
     """
     threads = torch.get_num_threads() if threads is None else threads
     rows = []
@@ -205,7 +223,7 @@ def run(
         if case.torch_equivalent is not None:
             env["eq"], env["y"] = case.torch_equivalent, w.clone() if inplace else w
             stmts["torch"] = "eq(y)"
-        t = _median_seconds(stmts, env, min_run_time, rounds, threads)
+        t, spread = _time(stmts, env, min_run_time, rounds, threads)
         t_ref = None
         if case.reference is not None:
             t_ref = _reference_seconds(case.reference, w, reference_runs)
@@ -227,6 +245,7 @@ def run(
                 "op/torch": _ratio(t["op"], t.get("torch")),
                 "op/reference": _ratio(t["op"], t_ref),
                 "gb_per_s": 2 * w.numel() * w.element_size() / t["op"] / 1e9,
+                "spread": spread,
                 "target": case.target,
                 "met": None if case.target is None else ratio <= case.target,
             }
@@ -243,8 +262,23 @@ def _x(ratio: float | None) -> str:
 
 
 COLUMNS = (
-    "op", "form", "shape", "dtype", "device", "op ms", "floor", "floor ms", "op/floor",
-    "target", "torch", "torch ms", "op/torch", "reference ms", "op/reference", "GB/s",
+    "op",
+    "form",
+    "shape",
+    "dtype",
+    "device",
+    "op ms",
+    "floor",
+    "floor ms",
+    "op/floor",
+    "target",
+    "torch",
+    "torch ms",
+    "op/torch",
+    "reference ms",
+    "op/reference",
+    "GB/s",
+    "spread",
 )
 
 
@@ -256,10 +290,23 @@ def to_markdown(rows: Sequence[Row]) -> str:
         if r["target"] is not None:
             target = f"≤ {r['target']:g}: {'met' if r['met'] else 'NOT met'}"
         cells = [
-            r["op"], r["form"], "×".join(map(str, r["shape"])), r["dtype"], r["device"],
-            _ms(r["t_op"]), f"`{r['floor']}`", _ms(r["t_floor"]), _x(r["op/floor"]), target,
-            "—" if r["torch"] is None else f"`{r['torch']}`", _ms(r["t_torch"]), _x(r["op/torch"]),
-            _ms(r["t_reference"]), _x(r["op/reference"]), f"{r['gb_per_s']:.1f}",
+            r["op"],
+            r["form"],
+            "×".join(map(str, r["shape"])),
+            r["dtype"],
+            r["device"],
+            _ms(r["t_op"]),
+            f"`{r['floor']}`",
+            _ms(r["t_floor"]),
+            _x(r["op/floor"]),
+            target,
+            "—" if r["torch"] is None else f"`{r['torch']}`",
+            _ms(r["t_torch"]),
+            _x(r["op/torch"]),
+            _ms(r["t_reference"]),
+            _x(r["op/reference"]),
+            f"{r['gb_per_s']:.1f}",
+            f"{r['spread']:.0%}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -277,6 +324,29 @@ def _device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def _cpu_seconds() -> tuple[float, float, float] | None:
+    """(wall, CPU seconds busy on the whole machine, CPU seconds of this process), Linux only."""
+    try:
+        ticks = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal: all but idle and iowait are busy,
+    # steal included, since a vCPU taken by the hypervisor slows the run as much.
+    busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    own = os.times()
+    return timeit.default_timer(), busy, own.user + own.system
+
+
+def _cpu_share_elsewhere(
+    start: tuple[float, float, float] | None, end: tuple[float, float, float] | None
+) -> float | None:
+    """The share of all CPUs that other processes kept busy between two :func:`_cpu_seconds`."""
+    if start is None or end is None or end[0] <= start[0]:
+        return None
+    other = (end[1] - start[1]) - (end[2] - start[2])
+    return max(0.0, other / ((end[0] - start[0]) * (os.cpu_count() or 1)))
+
+
 def load_suite(path: Path) -> Callable[[int, torch.device], list[Case]]:
     """The ``cases`` function of the suite file at ``path``.
 
@@ -287,6 +357,9 @@ def load_suite(path: Path) -> Callable[[int, torch.device], list[Case]]:
     if spec is None or spec.loader is None:
         raise ValueError(f"{path}: not an importable Python file")
     module = importlib.util.module_from_spec(spec)
+    # Registered first, as an import would be, so that dataclasses and pickling
+    # inside the suite can find their module.
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     cases = getattr(module, "cases", None)
     if not callable(cases):
@@ -300,20 +373,47 @@ def _parser() -> argparse.ArgumentParser:
         description="Time weightops ops against their floor (clone / copy_), PyTorch's "
         "equivalent and the NumPy reference; write JSON and Markdown.",
     )
-    p.add_argument("suites", nargs="*", type=Path,
-                   help="suite files (default: benchmarks/bench_*.py under the current directory)")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/out"),
-                   help="directory for bench.json and bench.md (default: %(default)s)")
-    p.add_argument("--device", choices=("cpu", "cuda", "all"), default="cpu",
-                   help="cpu, cuda, or all: cpu and cuda where present (default: %(default)s)")
-    p.add_argument("--size", type=int, default=4096,
-                   help="weights are SIZE x SIZE float32 (default: %(default)s, 64 MiB)")
-    p.add_argument("--min-run-time", type=float, default=0.5,
-                   help="seconds spent timing each statement (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="intra-op threads (default: torch.get_num_threads())")
-    p.add_argument("--quick", action="store_true",
-                   help=f"size {QUICK_SIZE}, short runs: checks that suites run, not speed")
+    p.add_argument(
+        "suites",
+        nargs="*",
+        type=Path,
+        help="suite files (default: benchmarks/bench_*.py under the current directory)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmarks/out"),
+        help="directory for bench.json and bench.md (default: %(default)s)",
+    )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "all"),
+        default="cpu",
+        help="cpu, cuda, or all: cpu and cuda where present (default: %(default)s)",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=4096,
+        help="weights are SIZE x SIZE float32 (default: %(default)s, 64 MiB)",
+    )
+    p.add_argument(
+        "--min-run-time",
+        type=float,
+        default=0.5,
+        help="seconds spent timing each statement (default: %(default)s)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="intra-op threads (default: torch.get_num_threads())",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"size {QUICK_SIZE}, short runs: checks that suites run, not speed",
+    )
     return p
 
 
@@ -327,16 +427,20 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     suites: list[Path] = args.suites or sorted(Path.cwd().glob("benchmarks/bench_*.py"))
     if not suites:
-        print(f"weightops bench: no suite given and no benchmarks/bench_*.py under {Path.cwd()}",
-              file=sys.stderr)
+        print(
+            f"weightops bench: no suite given and no benchmarks/bench_*.py under {Path.cwd()}",
+            file=sys.stderr,
+        )
         return 2
     missing = [str(s) for s in suites if not s.is_file()]
     if missing:
         print(f"weightops bench: no such suite file: {', '.join(missing)}", file=sys.stderr)
         return 2
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("weightops bench: --device cuda, but torch.cuda.is_available() is False",
-              file=sys.stderr)
+        print(
+            "weightops bench: --device cuda, but torch.cuda.is_available() is False",
+            file=sys.stderr,
+        )
         return 2
     devices = [torch.device("cpu")] if args.device != "cuda" else []
     if args.device != "cpu" and torch.cuda.is_available():
@@ -351,20 +455,34 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ImportError, SyntaxError) as e:
         print(f"weightops bench: {e}", file=sys.stderr)
         return 2
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    start = _cpu_seconds()
     rows: list[Row] = []
     for device in devices:
         for cases in loaded:
-            rows += run(cases(size, device), min_run_time=min_run_time,
-                        rounds=1 if args.quick else 3, reference_runs=1 if args.quick else 3,
-                        threads=threads)
+            rows += run(
+                cases(size, device),
+                min_run_time=min_run_time,
+                rounds=1 if args.quick else 3,
+                reference_runs=1 if args.quick else 3,
+                threads=threads,
+            )
 
+    elsewhere = _cpu_share_elsewhere(start, _cpu_seconds())
+    if elsewhere is not None and elsewhere > NOISY_SHARE:
+        print(
+            f"weightops bench: other processes kept {elsewhere:.0%} of the CPUs busy during "
+            "the run; the figures are likely noisy",
+            file=sys.stderr,
+        )
     meta = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": date,
         "torch": torch.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
         "devices": {str(d): _device_name(d) for d in devices},
         "threads": threads,
+        "cpu_busy_elsewhere": elsewhere,
         "size": size,
         "min_run_time": min_run_time,
         "suites": [str(s) for s in suites],

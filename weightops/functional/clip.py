@@ -78,8 +78,28 @@ def check_max_norm(op: str, max_norm: float, eps: float) -> None:
     check_real(op, "eps", eps, low=0.0, high=sys.float_info.max)
 
 
-def _unit_scale(op: str, weight: Tensor, max_norm: float, dim: int | None, eps: float) -> Tensor:
-    """The factor each unit is multiplied by, shaped to broadcast against ``weight``.
+def _renorm_dim(weight: Tensor, dim: int | None, eps: float) -> int | None:
+    """The dim to hand to ``torch.renorm``, where it computes exactly this op.
+
+    ``renorm`` is one fused kernel with the same formula (its constant is our
+    default eps) and bit-identical float32/float64 results; it saves the
+    several small kernels of the general path, which dominate on small weights
+    (a constraint applied to every layer after every step). It needs two or
+    more dimensions and rounds float16/bfloat16 differently, so those keep the
+    general path.
+    """
+    if dim is None or eps != MAX_NORM_EPS or weight.ndim < 2:
+        return None
+    if weight.dtype not in (torch.float32, torch.float64):
+        return None
+    return dim % weight.ndim
+
+
+def _unit_scale(
+    op: str, weight: Tensor, max_norm: float, dim: int | None, eps: float
+) -> Tensor | None:
+    """The factor each unit is multiplied by, shaped to broadcast against ``weight``;
+    ``None`` where ``torch.renorm`` computes the op (:func:`_renorm_dim`).
 
     Norms accumulate in float32 for half-precision weights so that they neither
     overflow nor lose the bits that decide ``norm > max_norm``.
@@ -87,6 +107,8 @@ def _unit_scale(op: str, weight: Tensor, max_norm: float, dim: int | None, eps: 
     check_weight(op, weight)
     check_max_norm(op, max_norm, eps)
     d = check_dim(op, dim, weight.ndim, optional=True)
+    if _renorm_dim(weight, d, eps) is not None:
+        return None
     acc = torch.float32 if weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype
     if d is not None and weight.ndim == 1:
         # vector_norm treats dim=() as "all dims", so a unit of one element is
@@ -140,6 +162,8 @@ def max_norm(
             [0.3000, 0.4000]])
     """
     scale = _unit_scale("max_norm", weight, max_norm, dim, eps)
+    if scale is None:
+        return torch.renorm(weight, 2, dim, max_norm)  # type: ignore[arg-type]
     # A half-precision weight is multiplied in float32 and rounded once; for
     # float32/float64 the product already has the weight's dtype and .to is free.
     return (weight * scale).to(weight.dtype)
@@ -155,4 +179,7 @@ def max_norm_(
     >>> w
     tensor([[0.6000, 0.8000]])
     """
-    return weight.mul_(_unit_scale("max_norm_", weight, max_norm, dim, eps))
+    scale = _unit_scale("max_norm_", weight, max_norm, dim, eps)
+    if scale is None:
+        return weight.renorm_(2, dim, max_norm)  # type: ignore[arg-type]
+    return weight.mul_(scale)
