@@ -4,6 +4,11 @@ One row per op in ``weightops.functional``; ``test_reference.py`` checks each
 row against the NumPy twin of the same name in ``weightops.reference``. An op
 whose name ends in ``_`` works in place: the test also checks that it returns
 its argument and wrote the result into it.
+
+Arguments drawn as float64 NumPy arrays are passed to the op as tensors of
+the first argument's dtype and device, and to the reference as those tensors'
+values; integer arrays stay integer. Ops returning a named tuple are compared
+field by field.
 """
 
 from __future__ import annotations
@@ -12,21 +17,27 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
-from weightops.testing import DTYPES
+from weightops.testing import DTYPES, ELEMENTS, shapes
 
 Shape = tuple[int, ...]
+Kwargs = st.SearchStrategy[dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class Op:
     name: str
-    #: Given the weight's shape, a strategy for the op's other arguments.
-    kwargs: Callable[[Shape], st.SearchStrategy[dict[str, Any]]]
+    #: Given the first argument's shape, a strategy for the op's other arguments.
+    kwargs: Callable[[Shape], Kwargs]
     dtypes: tuple[torch.dtype, ...] = DTYPES
-    min_ndim: int = 0
+    #: Shapes of the first argument.
+    shape: st.SearchStrategy[Shape] = field(default_factory=shapes)
+    #: Values of the first argument.
+    elements: st.SearchStrategy[float] = ELEMENTS
     #: Per-dtype (rtol, atol) merged over weightops.testing.TOLERANCES.
     tolerance: Mapping[torch.dtype, tuple[float, float]] = field(default_factory=dict)
 
@@ -36,9 +47,23 @@ class Op:
 
 
 BOUND = st.floats(-50.0, 50.0, allow_nan=False)
+#: Non-negative values: power iteration on them has no cancellation, so a
+#: float32 and a float64 run take the same path to the same vectors.
+NON_NEGATIVE = st.one_of(st.just(0.0), st.floats(0.1, 10.0))
 
 
-def clip_kwargs(shape: Shape) -> st.SearchStrategy[dict[str, Any]]:
+def array(
+    shape: Shape, elements: st.SearchStrategy[float] = ELEMENTS
+) -> st.SearchStrategy[np.ndarray]:
+    return hnp.arrays(np.float64, shape, elements=elements)
+
+
+def dims(shape: Shape, *, optional: bool) -> st.SearchStrategy[int | None]:
+    ints = st.integers(-len(shape), len(shape) - 1) if shape else st.nothing()
+    return st.none() | ints if optional else ints
+
+
+def clip_kwargs(shape: Shape) -> Kwargs:
     def bounds(pair: tuple[float | None, float | None]) -> dict[str, Any]:
         low, high = pair
         if low is not None and high is not None and low > high:
@@ -49,9 +74,100 @@ def clip_kwargs(shape: Shape) -> st.SearchStrategy[dict[str, Any]]:
     return st.tuples(optional, optional).filter(lambda p: p != (None, None)).map(bounds)
 
 
-def max_norm_kwargs(shape: Shape) -> st.SearchStrategy[dict[str, Any]]:
-    dims = st.integers(-len(shape), len(shape) - 1) if shape else st.nothing()
-    return st.fixed_dictionaries({"max_norm": st.floats(1e-3, 200.0), "dim": st.none() | dims})
+def max_norm_kwargs(shape: Shape) -> Kwargs:
+    return st.fixed_dictionaries(
+        {"max_norm": st.floats(1e-3, 200.0), "dim": dims(shape, optional=True)}
+    )
+
+
+def unit_shape(shape: Shape, dim: int | None) -> Shape:
+    """The shape of a per-unit statistic (torch.norm_except_dim's)."""
+    if dim is None:
+        return ()
+    d = dim % len(shape)
+    return tuple(n if i == d else 1 for i, n in enumerate(shape))
+
+
+def weight_norm_kwargs(shape: Shape) -> Kwargs:
+    return dims(shape, optional=True).flatmap(
+        lambda d: st.fixed_dictionaries(
+            {"g": array(unit_shape(shape, d), st.floats(-10, 10)), "dim": st.just(d)}
+        )
+    )
+
+
+def standardize_kwargs(shape: Shape) -> Kwargs:
+    return st.fixed_dictionaries(
+        {"dim": dims(shape, optional=True), "eps": st.sampled_from([1e-5, 1e-3])}
+    )
+
+
+def power_iteration_kwargs(shape: Shape) -> Kwargs:
+    rows, cols = shape
+    return st.fixed_dictionaries(
+        {
+            "u": array((rows,), NON_NEGATIVE),
+            "v": array((cols,), NON_NEGATIVE),
+            "n_power_iterations": st.integers(0, 3),
+        }
+    )
+
+
+def spectral_norm_kwargs(shape: Shape) -> Kwargs:
+    def vectors(d: int) -> Kwargs:
+        rows = shape[d]
+        cols = int(np.prod(shape)) // rows if rows else int(np.prod(shape[:d] + shape[d + 1 :]))
+        if len(shape) == 1:
+            rows, cols = 1, 1
+        return st.fixed_dictionaries(
+            {
+                "u": array((rows,), NON_NEGATIVE),
+                "v": array((cols,), NON_NEGATIVE),
+                "dim": st.just(d),
+                "n_power_iterations": st.integers(0, 2),
+                "update": st.booleans(),
+            }
+        )
+
+    return st.integers(0, len(shape) - 1).flatmap(vectors)
+
+
+def batch_norm_kwargs(shape: Shape) -> Kwargs:
+    channels = shape[1]
+    per_channel = int(np.prod(shape)) // channels if channels else 0
+    # Batch statistics need two or more values per channel; without running
+    # statistics, so does evaluation.
+    running = st.tuples(array((channels,), BOUND), array((channels,), st.floats(0.0, 20.0)))
+    stats = st.none() | running if per_channel > 1 else running
+    affine = st.none() | array((channels,), st.floats(-5, 5))
+    return st.fixed_dictionaries(
+        {
+            "stats": stats,
+            "weight": affine,
+            "bias": affine,
+            "training": st.booleans() if per_channel > 1 else st.just(False),
+            "momentum": st.none() | st.floats(0.0, 1.0),
+            "eps": st.sampled_from([1e-5, 1e-3]),
+            "num_batches_tracked": st.integers(0, 5).map(lambda n: np.array(n, dtype=np.int64)),
+        }
+    ).map(
+        lambda kw: {
+            "running_mean": None if kw["stats"] is None else kw["stats"][0],
+            "running_var": None if kw["stats"] is None else kw["stats"][1],
+            **{k: v for k, v in kw.items() if k != "stats"},
+        }
+    )
+
+
+def layer_norm_kwargs(shape: Shape) -> Kwargs:
+    def with_k(k: int) -> Kwargs:
+        normalized = shape[len(shape) - k :]
+        affine = st.none() | array(normalized, st.floats(-5, 5))
+        return st.fixed_dictionaries(
+            {"normalized_shape": st.just(normalized), "weight": affine, "bias": affine}
+        )
+
+    return st.integers(1, len(shape)).flatmap(with_k)
 
 
 #: torch reduces a non-contiguous float32 tensor sequentially, so a norm of n
@@ -59,10 +175,53 @@ def max_norm_kwargs(shape: Shape) -> st.SearchStrategy[dict[str, Any]]:
 #: 200 equal terms, against 7e-8 contiguous); 3e-5 covers the 1024 elements
 #: the strategies draw at most. A wrong formula is off by far more.
 FLOAT32_NORM = {torch.float32: (3e-5, 1e-5)}
+#: Power iteration in half precision rounds at every matrix-vector product
+#: and normalization (a few roundings per iteration, up to three iterations).
+HALF_ITERATIONS = {torch.float16: (8e-3, 1e-3), torch.bfloat16: (6e-2, 1e-2), **FLOAT32_NORM}
+#: Normalizing divides by sqrt(var + eps): on a (near-)constant unit the
+#: rounding error of its mean is multiplied by up to 1/sqrt(eps) (316 for the
+#: default 1e-5), so the absolute tolerance is ulp(10) · 316 in the
+#: accumulation dtype (float32 for halves), inputs bounded by 10.
+NORMALIZED = {
+    torch.float16: (4e-3, 3e-3),
+    torch.bfloat16: (3e-2, 3e-2),
+    torch.float32: (3e-5, 3e-4),
+}
+MODERATE = st.one_of(st.just(0.0), st.floats(-10.0, 10.0, width=32))
 
 OPS: list[Op] = [
     Op("clip", clip_kwargs),
     Op("clip_", clip_kwargs),
     Op("max_norm", max_norm_kwargs, tolerance=FLOAT32_NORM),
     Op("max_norm_", max_norm_kwargs, tolerance=FLOAT32_NORM),
+    Op("weight_norm", weight_norm_kwargs, tolerance=FLOAT32_NORM),
+    Op("standardize", standardize_kwargs, elements=MODERATE, tolerance=NORMALIZED),
+    Op(
+        "power_iteration",
+        power_iteration_kwargs,
+        shape=shapes(min_dims=2, max_dims=2, max_side=12),
+        elements=NON_NEGATIVE,
+        tolerance=HALF_ITERATIONS,
+    ),
+    Op(
+        "spectral_norm",
+        spectral_norm_kwargs,
+        shape=shapes(min_dims=1),
+        elements=NON_NEGATIVE,
+        tolerance=HALF_ITERATIONS,
+    ),
+    Op(
+        "batch_norm",
+        batch_norm_kwargs,
+        shape=shapes(min_dims=2),
+        elements=MODERATE,
+        tolerance=NORMALIZED,
+    ),
+    Op(
+        "layer_norm",
+        layer_norm_kwargs,
+        shape=shapes(min_dims=1),
+        elements=MODERATE,
+        tolerance=NORMALIZED,
+    ),
 ]

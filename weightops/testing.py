@@ -38,6 +38,7 @@ from weightops.transforms.base import Transform
 
 __all__ = [
     "DTYPES",
+    "ELEMENTS",
     "LAYOUTS",
     "TOLERANCES",
     "assert_matches_reference",
@@ -66,7 +67,9 @@ TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
 LAYOUTS = ("contiguous", "strided", "transposed")
 
 #: Elements: moderate magnitudes that every dtype represents, zeros included.
-ELEMENTS = st.one_of(st.just(0.0), st.floats(-100.0, 100.0, allow_nan=False, width=32))
+ELEMENTS: st.SearchStrategy[float] = st.one_of(
+    st.just(0.0), st.floats(-100.0, 100.0, allow_nan=False, width=32)
+)
 
 
 def tolerance(

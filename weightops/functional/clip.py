@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from weightops._checks import check_dim, check_real, check_weight, fail
+from weightops.functional._reduce import unit_norm
 
 __all__ = ["clip", "clip_", "max_norm", "max_norm_"]
 
@@ -101,22 +102,15 @@ def _unit_scale(
     """The factor each unit is multiplied by, shaped to broadcast against ``weight``;
     ``None`` where ``torch.renorm`` computes the op (:func:`_renorm_dim`).
 
-    Norms accumulate in float32 for half-precision weights so that they neither
-    overflow nor lose the bits that decide ``norm > max_norm``.
+    Norms of half-precision weights accumulate in float32 (:mod:`._reduce`) so
+    that they neither overflow nor lose the bits that decide ``norm > max_norm``.
     """
     check_weight(op, weight)
     check_max_norm(op, max_norm, eps)
     d = check_dim(op, dim, weight.ndim, optional=True)
     if _renorm_dim(weight, d, eps) is not None:
         return None
-    acc = torch.float32 if weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype
-    if d is not None and weight.ndim == 1:
-        # vector_norm treats dim=() as "all dims", so a unit of one element is
-        # computed directly.
-        norm = weight.abs().to(acc)
-    else:
-        dims = [i for i in range(weight.ndim) if i != d]
-        norm = torch.linalg.vector_norm(weight, 2, dim=dims, keepdim=True, dtype=acc)
+    norm = unit_norm(weight, d)
     return torch.where(norm > max_norm, max_norm / (norm + eps), 1.0)
 
 
