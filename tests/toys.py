@@ -43,7 +43,7 @@ class GainMask(Transform):
     def min_ndim(self) -> int:
         return 1
 
-    def setup(self, weight: Tensor) -> None:
+    def setup(self, weight: Tensor, module: nn.Module | None = None) -> None:
         self.register_buffer("mask", weight.abs() >= self.threshold)
         unit = (weight.shape[0],) + (1,) * (weight.ndim - 1)
         self.gain = nn.Parameter(torch.ones(unit, dtype=weight.dtype, device=weight.device))

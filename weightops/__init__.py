@@ -9,7 +9,15 @@ model-level application (:func:`parametrize`, :func:`apply_`,
 
 from weightops._select import shared_parameters
 from weightops.apply import Constraint, apply_, constrain, parametrize, unparametrize
-from weightops.transforms import Clip, Compose, MaxNorm, Transform
+from weightops.transforms import (
+    Clip,
+    Compose,
+    MaxNorm,
+    SpectralNorm,
+    Standardize,
+    Transform,
+    WeightNorm,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -18,7 +26,10 @@ __all__ = [
     "Compose",
     "Constraint",
     "MaxNorm",
+    "SpectralNorm",
+    "Standardize",
     "Transform",
+    "WeightNorm",
     "__version__",
     "apply_",
     "constrain",

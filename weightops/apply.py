@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize as P
 
+from weightops import _factored
 from weightops._select import Target, Where, select
 from weightops.transforms.base import Transform
 
@@ -47,7 +48,9 @@ def _check_plain(op: str, targets: list[Target]) -> None:
             )
 
 
-def parametrize(model: nn.Module, t: Transform, where: Where = None) -> dict[str, Transform]:
+def parametrize(
+    model: nn.Module, t: Transform, where: Where = None, *, scale_outputs: bool = True
+) -> dict[str, Transform]:
     """Make the selected weights live functions of stored tensors through ``t``.
 
     Built on ``torch.nn.utils.parametrize.register_parametrization``: after the
@@ -57,11 +60,19 @@ def parametrize(model: nn.Module, t: Transform, where: Where = None) -> dict[str
     tensor share one ``ParametrizationList`` (one stored tensor, one copy of
     ``t`` and its state) and so stay tied.
 
+    Transforms that scale a weight's output units (:class:`WeightNorm` with
+    ``dim`` 0 or None, :class:`SpectralNorm`) on Linear and Conv1d/2d/3d
+    layers compute ``layer(x, V) · s`` instead of building ``s · V`` on every
+    forward (see :mod:`weightops._factored`); same outputs and gradients, no
+    weight-sized temporary. ``module.weight`` still reads the transformed
+    weight. ``scale_outputs=False`` keeps torch's materialising forward.
+
     Args:
         model: the module whose parameters to parametrize.
         t: the transform; each selected tensor gets a deep copy, ``setup`` on it.
         where: which tensors (default: weights of Linear, Conv*, ConvTranspose*,
             Embedding and RNN layers).
+        scale_outputs: use the output-scaling forward where it applies.
 
     Returns:
         The transform instance of each selected name (tied names share one).
@@ -77,15 +88,17 @@ def parametrize(model: nn.Module, t: Transform, where: Where = None) -> dict[str
     True
     """
     _check_transform("parametrize", t)
+    if not isinstance(scale_outputs, bool):
+        raise TypeError(f"parametrize: scale_outputs must be a bool, got {scale_outputs!r}")
     targets = select(model, where, "parametrize")
     for target in targets:
         t.check(target.value)
     registered: dict[str, Transform] = {}
     for target in targets:
         own = copy.deepcopy(t)
-        with torch.no_grad():
-            own.setup(target.value)
         (m0, a0), *others = target.owners
+        with torch.no_grad():
+            own.setup(target.value, m0)
         P.register_parametrization(m0, a0, own)
         if not target.parametrized:
             # The first registration moved the tensor into m0's list; the other
@@ -95,6 +108,10 @@ def parametrize(model: nn.Module, t: Transform, where: Where = None) -> dict[str
             for m, a in others:
                 P.register_parametrization(m, a, nn.Identity(), unsafe=True)
                 cast(nn.ModuleDict, m.parametrizations)[a] = shared
+        if scale_outputs:
+            for m, a in target.owners:
+                if a == "weight":
+                    _factored.install(m)
         registered.update(dict.fromkeys(target.names, own))
     return registered
 
@@ -187,7 +204,7 @@ def apply_(model: nn.Module, t: Transform, where: Where = None) -> list[str]:
     with torch.no_grad():
         for target in targets:
             own = copy.deepcopy(t)
-            own.setup(target.value)
+            own.setup(target.value, target.owners[0][0])
             own.project_(target.value)
     return [name for target in targets for name in target.names]
 
@@ -261,16 +278,16 @@ def constrain(
         )
     _check_transform("constrain", t)
     updated = {id(p) for _, p in _optimizer_params(optimizer)}
-    named: list[tuple[list[str], Tensor]]
+    named: list[tuple[list[str], Tensor, nn.Module | None]]
     if model is not None:
         targets = select(model, where, "constrain")
         _check_plain("constrain", targets)
-        named = [(tg.names, tg.value) for tg in targets if id(tg.value) in updated]
+        named = [(tg.names, tg.value, tg.owners[0][0]) for tg in targets if id(tg.value) in updated]
     elif where is None:
-        named = [([n], p) for n, p in _optimizer_params(optimizer) if p.ndim >= 2]
+        named = [([n], p, None) for n, p in _optimizer_params(optimizer) if p.ndim >= 2]
     elif callable(where) and not isinstance(where, type):
         call = cast(Any, where)
-        named = [([n], p) for n, p in _optimizer_params(optimizer) if call(n, None, p)]
+        named = [([n], p, None) for n, p in _optimizer_params(optimizer) if call(n, None, p)]
     else:
         raise ValueError(
             f"constrain: where must be None or a callable when model is None, got {where!r}; "
@@ -281,14 +298,14 @@ def constrain(
             f"constrain: where must select at least one parameter the optimizer updates, got "
             f"where={where!r}, which selects none"
         )
-    for _, p in named:
+    for _, p, _ in named:
         t.check(p)
     projections: list[tuple[Transform, Tensor]] = []
     transforms: dict[str, Transform] = {}
-    for names, p in named:
+    for names, p, module in named:
         own = copy.deepcopy(t)
         with torch.no_grad():
-            own.setup(p)
+            own.setup(p, module)
         projections.append((own, p))
         transforms.update(dict.fromkeys(names, own))
 

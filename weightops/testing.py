@@ -34,7 +34,7 @@ from hypothesis.extra import numpy as hnp
 from torch import Tensor
 
 from weightops._checks import FLOAT_DTYPES
-from weightops.transforms.base import Transform
+from weightops.transforms.base import Transform, stored
 
 __all__ = [
     "DTYPES",
@@ -172,11 +172,13 @@ def _check_one(t: Transform, weight: Tensor, overrides: Any) -> None:
     own = fresh()
     saved = copy.deepcopy(own.state_dict())
     before = weight.clone()
+    with torch.no_grad():
+        inputs = stored(own, weight)
     # The reference answers what forward will return from the current state,
     # so it is asked first: forward may update state (training mode).
-    expected = own.reference(weight.double().cpu().numpy())
+    expected = own.reference(*(x.double().cpu().numpy() for x in inputs))
     with torch.no_grad():
-        out = own(weight)
+        out = own(*inputs)
     assert out.device == weight.device, f"device {out.device}, expected {weight.device}"
     assert_matches_reference(
         out, expected, dtype=weight.dtype, overrides=overrides, msg="forward: "
@@ -192,16 +194,17 @@ def _check_one(t: Transform, weight: Tensor, overrides: Any) -> None:
     restored = fresh()
     restored.load_state_dict(saved)
     with torch.no_grad():
-        again = restored(weight)
+        again = restored(*inputs)
     assert_matches_reference(again, expected, overrides=overrides, msg="after load_state_dict: ")
 
     if weight.dtype in (torch.float32, torch.float64) and weight.numel():
-        leaf = weight.detach().clone().requires_grad_(True)
-        fresh()(leaf).sum().backward()
-        assert leaf.grad is not None and leaf.grad.shape == leaf.shape, (
-            "no gradient of the weight's shape"
-        )
-        assert bool(torch.isfinite(leaf.grad).all()), "non-finite gradient"
+        leaves = [x.detach().clone().requires_grad_(True) for x in inputs]
+        fresh()(*leaves).sum().backward()
+        for leaf in leaves:
+            assert leaf.grad is not None and leaf.grad.shape == leaf.shape, (
+                "no gradient of the stored tensor's shape"
+            )
+            assert bool(torch.isfinite(leaf.grad).all()), "non-finite gradient"
 
 
 def check_transform(
@@ -218,13 +221,15 @@ def check_transform(
 
     For weights drawn by :func:`tensors` (every dtype, device and layout; shapes
     from 0-size to 5-D with at least ``t.min_ndim`` dimensions unless ``shape``
-    is given), on a fresh deep copy of ``t`` set up for the weight, checks that:
+    is given), on a fresh deep copy of ``t`` set up for the weight, and on what
+    a parametrization would store (``t.right_inverse(weight)`` where ``t`` has
+    one), checks that:
 
     * ``forward`` keeps dtype, shape and device, matches ``reference`` within
       the dtype's tolerance, and does not modify its argument;
     * ``project_`` writes the same values into its argument and returns it;
     * a copy loaded from the ``state_dict`` gives the same output;
-    * a float32/float64 weight gets a finite gradient of its own shape.
+    * float32/float64 stored tensors get finite gradients of their own shapes.
 
     Raises:
         AssertionError: with hypothesis' minimal failing example.

@@ -149,7 +149,7 @@ def _check_vectors(op: str, matrix: Tensor, u: Tensor, v: Tensor) -> None:
         fail(op, "v", f"a vector of {cols} elements (the weight matrix's columns)", tuple(v.shape))
 
 
-def _normalize(x: Tensor, eps: float) -> Tensor:
+def normalize(x: Tensor, eps: float) -> Tensor:
     """``x / max(‖x‖, eps)``: ``F.normalize`` with the norm in float32 for half
     precision, where torch's eps (1e-12) rounds to 0 and a zero vector gives NaN."""
     return (x / unit_norm(x, None).clamp_min(eps)).to(x.dtype)
@@ -217,19 +217,23 @@ def power_iteration(
     check_real(op, "eps", eps, low=0.0)
     check_real(op, "tol", tol, low=0.0, low_open=True, optional=True)
 
-    def step(u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        u = _normalize(torch.mv(matrix, v), eps)
-        return u, _normalize(torch.mv(matrix.H, u), eps)
+    def step(u: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # After v ← Wᴴu / ‖Wᴴu‖, uᵀ W v = ‖Wᴴu‖: σ̂ without another pass over W.
+        u = normalize(torch.mv(matrix, v), eps)
+        back = torch.mv(matrix.H, u)
+        norm = unit_norm(back, None).reshape(()).to(matrix.dtype)
+        return u, normalize(back, eps), norm
 
+    if n_power_iterations == 0:
+        sigma = torch.vdot(u, torch.mv(matrix, v))
     for _ in range(n_power_iterations):
-        u, v = step(u, v)
-    sigma = torch.vdot(u, torch.mv(matrix, v))
+        u, v, sigma = step(u, v)
     iterations = n_power_iterations
     if tol is not None:
         while iterations < max(max_iterations, n_power_iterations):
-            u, v = step(u, v)
+            previous = sigma
+            u, v, sigma = step(u, v)
             iterations += 1
-            previous, sigma = sigma, torch.vdot(u, torch.mv(matrix, v))
             if abs(float(sigma - previous)) < tol:
                 break
     return PowerIterationResult(u, v, sigma, iterations)
@@ -243,6 +247,36 @@ def matrix_view(weight: Tensor, dim: int) -> Tensor:
     if dim != 0:
         weight = weight.permute(dim, *(d for d in range(weight.ndim) if d != dim))
     return weight.flatten(1)
+
+
+def spectral_sigma(
+    weight: Tensor,
+    u: Tensor,
+    v: Tensor,
+    *,
+    dim: int,
+    n_power_iterations: int,
+    eps: float,
+    tol: float | None,
+    update: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """σ̂ of a weight with two or more dimensions, and the (updated) ``u``, ``v``.
+
+    The part of :func:`spectral_norm` before the division, for layers that
+    divide their output by σ̂ instead of their weight. ``dim`` must already
+    be non-negative.
+    """
+    matrix = matrix_view(weight, dim)
+    if update:
+        u, v, _, _ = power_iteration(
+            matrix.detach(), u, v, n_power_iterations=n_power_iterations, eps=eps, tol=tol
+        )
+    else:
+        _check_vectors("spectral_norm", matrix, u, v)
+        check_real("spectral_norm", "eps", eps, low=0.0)
+    # u and v are cloned so that a graph built through them survives their
+    # later in-place update (torch's reason: two forwards, one backward).
+    return torch.vdot(u.clone(), torch.mv(matrix, v.clone())), u, v
 
 
 class SpectralNormResult(NamedTuple):
@@ -307,18 +341,10 @@ def spectral_norm(
     if weight.ndim == 1:
         check_real(op, "eps", eps, low=0.0)
         sigma = unit_norm(weight, None).reshape(()).to(weight.dtype)
-        return SpectralNormResult(_normalize(weight, eps), u, v, sigma)
-    matrix = matrix_view(weight, d)
-    if update:
-        u, v, _, _ = power_iteration(
-            matrix.detach(), u, v, n_power_iterations=n_power_iterations, eps=eps, tol=tol
-        )
-    else:
-        _check_vectors(op, matrix, u, v)
-        check_real(op, "eps", eps, low=0.0)
-    # u and v are cloned so that a graph built through them survives their
-    # later in-place update (torch's reason: two forwards, one backward).
-    sigma = torch.vdot(u.clone(), torch.mv(matrix, v.clone()))
+        return SpectralNormResult(normalize(weight, eps), u, v, sigma)
+    sigma, u, v = spectral_sigma(
+        weight, u, v, dim=d, n_power_iterations=n_power_iterations, eps=eps, tol=tol, update=update
+    )
     # σ̂ is clamped in float32 or wider: eps = 1e-12 rounds to 0 in half precision.
     divisor = sigma.to(accumulation_dtype(weight.dtype)).clamp_min(eps)
     return SpectralNormResult((weight / divisor).to(weight.dtype), u, v, sigma)

@@ -2,5 +2,6 @@
 
 from weightops.transforms.base import Compose, Transform
 from weightops.transforms.clip import Clip, MaxNorm
+from weightops.transforms.normalization import SpectralNorm, Standardize, WeightNorm
 
-__all__ = ["Clip", "Compose", "MaxNorm", "Transform"]
+__all__ = ["Clip", "Compose", "MaxNorm", "SpectralNorm", "Standardize", "Transform", "WeightNorm"]

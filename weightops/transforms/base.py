@@ -7,10 +7,12 @@ NumPy reference. Everything else is optional and has a default:
   tensor(s) to store so that ``forward`` of them gives ``weight`` back. Return
   a tuple to store several tensors for one weight (weight norm's ``g`` and
   ``v``); ``forward`` then takes them as separate arguments.
-* ``setup(weight)``: create state shaped for one weight (buffers such as
-  power-iteration vectors or masks, parameters such as codebooks). Every
-  model-level form calls it once per weight before first use, so a freshly
-  built model set up the same way has the same ``state_dict`` keys.
+* ``setup(weight, module=None)``: create state shaped for one weight
+  (buffers such as power-iteration vectors or masks, parameters such as
+  codebooks); ``module`` is the layer holding the weight, where known (spectral
+  norm picks its dim from the layer type). Every model-level form calls it
+  once per weight before first use, so a freshly built model set up the same
+  way has the same ``state_dict`` keys.
 * ``project_(weight)``: overwrite ``weight`` with ``forward(weight)``, in
   place; override it where that can be done without a temporary.
 * ``check(weight)``: raise ``TypeError``/``ValueError`` if this transform
@@ -32,7 +34,17 @@ from torch import Tensor, nn
 
 from weightops._checks import check_weight
 
-__all__ = ["Compose", "Transform"]
+__all__ = ["Compose", "Transform", "stored"]
+
+
+def stored(t: nn.Module, weight: Tensor) -> tuple[Tensor, ...]:
+    """What a parametrization by ``t`` stores for ``weight``: ``t.right_inverse(weight)``
+    as a tuple, or ``(weight,)`` when ``t`` has no right inverse."""
+    inverse = getattr(t, "right_inverse", None)
+    if inverse is None:
+        return (weight,)
+    result = inverse(weight)
+    return (result,) if isinstance(result, Tensor) else tuple(result)
 
 
 class Transform(nn.Module):
@@ -69,13 +81,13 @@ class Transform(nn.Module):
                 f"{tuple(weight.shape)}"
             )
 
-    def setup(self, weight: Tensor) -> None:
-        """Create the state for ``weight``; the default transform has none."""
+    def setup(self, weight: Tensor, module: nn.Module | None = None) -> None:
+        """Create the state for ``weight`` held by ``module``; the default has none."""
 
     def project_(self, weight: Tensor) -> Tensor:
-        """Overwrite ``weight`` with ``forward(weight)`` and return it."""
+        """Overwrite ``weight`` with its transformed value and return it."""
         with torch.no_grad():
-            return weight.copy_(self(weight))
+            return weight.copy_(self(*stored(self, weight)))
 
     def __rshift__(self, other: Transform) -> Compose:
         return Compose(self, other)
@@ -147,15 +159,15 @@ class Compose(Transform):
         for t in self._members():
             t.check(weight)
 
-    def setup(self, weight: Tensor) -> None:
+    def setup(self, weight: Tensor, module: nn.Module | None = None) -> None:
         # Each member is set up with the weight it will see: its predecessors' output.
         x = weight
         members = self._members()
         for i, t in enumerate(members):
-            t.setup(x)
+            t.setup(x, module)
             if i + 1 < len(members):
                 with torch.no_grad():
-                    x = t(x)
+                    x = t(*stored(t, x))
 
     def project_(self, weight: Tensor) -> Tensor:
         for t in self._members():
