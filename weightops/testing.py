@@ -163,11 +163,14 @@ def assert_matches_reference(
 
 
 def _check_one(t: Transform, weight: Tensor, overrides: Any) -> None:
+    # Set up once: setup may draw random state (spectral norm's u, v), and
+    # every check below starts from that same state.
+    template = copy.deepcopy(t)
+    with torch.no_grad():
+        template.setup(weight)
+
     def fresh() -> Transform:
-        own = copy.deepcopy(t)
-        with torch.no_grad():
-            own.setup(weight)
-        return own
+        return copy.deepcopy(template)
 
     own = fresh()
     saved = copy.deepcopy(own.state_dict())
@@ -191,7 +194,9 @@ def _check_one(t: Transform, weight: Tensor, overrides: Any) -> None:
     assert returned is target, "project_ must return its argument"
     assert_matches_reference(target, expected, overrides=overrides, msg="project_: ")
 
-    restored = fresh()
+    restored = copy.deepcopy(t)
+    with torch.no_grad():
+        restored.setup(weight)
     restored.load_state_dict(saved)
     with torch.no_grad():
         again = restored(*inputs)

@@ -126,7 +126,10 @@ def standardize(weight: Tensor, *, dim: int | None = 0, eps: float = 1e-5) -> Te
     check_real("standardize", "eps", eps, low=0.0)
     d = check_dim("standardize", dim, weight.ndim, optional=True)
     var, mean = unit_var_mean(weight, d)
-    scale = torch.rsqrt(var + eps).nan_to_num_(0.0, 0.0, 0.0)  # eps = 0 on a constant unit
+    denom = var + eps
+    # With eps = 0 a constant unit has denom 0: scale it by 0, through a
+    # clamped rsqrt so that neither the value nor its gradient is inf or NaN.
+    scale = torch.where(denom > 0, denom.clamp_min(torch.finfo(denom.dtype).tiny).rsqrt(), 0.0)
     return ((weight - mean) * scale).to(weight.dtype)
 
 
