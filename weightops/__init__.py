@@ -9,6 +9,7 @@ model-level application (:func:`parametrize`, :func:`apply_`,
 
 from weightops._select import shared_parameters
 from weightops.apply import Constraint, apply_, constrain, parametrize, unparametrize
+from weightops.fold import fold_batch_norm
 from weightops.transforms import (
     Clip,
     Compose,
@@ -33,6 +34,7 @@ __all__ = [
     "__version__",
     "apply_",
     "constrain",
+    "fold_batch_norm",
     "parametrize",
     "shared_parameters",
     "unparametrize",
