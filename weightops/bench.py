@@ -41,7 +41,7 @@ import weightops.reference as WR
 
 __all__ = ["FLOORS", "Case", "load_suite", "main", "op_cases", "run", "to_markdown"]
 
-Form = Literal["out-of-place", "in-place"]
+Form = Literal["out-of-place", "in-place", "training step", "inference"]
 Row = dict[str, Any]
 
 #: The floor each form is held to: the statement, timed on the case's weight.
@@ -70,6 +70,10 @@ class Case:
         torch_name: how ``torch_equivalent`` is shown, e.g. ``"torch.clamp"``.
         reference: the NumPy twin, called with a host copy of the weight.
         target: the largest acceptable op/floor ratio, if there is one.
+        floor_fn: for rows that are not an op on a weight (a training step,
+            an inference), the floor to compare with instead of ``clone`` or
+            ``copy_`` (e.g. the same step of a plain layer), called the same way.
+        floor_name: how ``floor_fn`` is shown.
     """
 
     op: str
@@ -80,10 +84,14 @@ class Case:
     torch_name: str | None = None
     reference: Callable[[np.ndarray], object] | None = None
     target: float | None = None
+    floor_fn: Callable[[Tensor], object] | None = None
+    floor_name: str | None = None
 
     @property
     def floor(self) -> str:
-        """The floor's statement: ``w.clone()`` or ``dst.copy_(w)``."""
+        """The floor's name: ``w.clone()``, ``dst.copy_(w)`` or ``floor_name``."""
+        if self.floor_fn is not None:
+            return self.floor_name or "floor_fn(x)"
         return FLOORS[self.form]
 
 
@@ -220,6 +228,9 @@ def run(
         env: dict[str, Any] = {"w": w, "dst": torch.empty_like(w), "fn": case.fn}
         env["x"] = w.clone() if inplace else w
         stmts = {"floor": case.floor, "op": "fn(x)"}
+        if case.floor_fn is not None:
+            env["floor_fn"] = case.floor_fn
+            stmts["floor"] = "floor_fn(x)"
         if case.torch_equivalent is not None:
             env["eq"], env["y"] = case.torch_equivalent, w.clone() if inplace else w
             stmts["torch"] = "eq(y)"
