@@ -50,6 +50,8 @@ BOUND = st.floats(-50.0, 50.0, allow_nan=False)
 #: Non-negative values: power iteration on them has no cancellation, so a
 #: float32 and a float64 run take the same path to the same vectors.
 NON_NEGATIVE = st.one_of(st.just(0.0), st.floats(0.1, 10.0))
+#: See NORMALIZED below.
+NORMALIZING_EPS = st.sampled_from([1e-3, 1e-1])
 
 
 def array(
@@ -76,7 +78,11 @@ def clip_kwargs(shape: Shape) -> Kwargs:
 
 def max_norm_kwargs(shape: Shape) -> Kwargs:
     return st.fixed_dictionaries(
-        {"max_norm": st.floats(1e-3, 200.0), "dim": dims(shape, optional=True)}
+        {
+            "max_norm": st.floats(1e-3, 200.0),
+            "dim": dims(shape, optional=True),
+            "eps": st.sampled_from([1e-7, 1e-3, 0.0]),
+        }
     )
 
 
@@ -97,9 +103,7 @@ def weight_norm_kwargs(shape: Shape) -> Kwargs:
 
 
 def standardize_kwargs(shape: Shape) -> Kwargs:
-    return st.fixed_dictionaries(
-        {"dim": dims(shape, optional=True), "eps": st.sampled_from([1e-5, 1e-3])}
-    )
+    return st.fixed_dictionaries({"dim": dims(shape, optional=True), "eps": NORMALIZING_EPS})
 
 
 def power_iteration_kwargs(shape: Shape) -> Kwargs:
@@ -147,7 +151,7 @@ def batch_norm_kwargs(shape: Shape) -> Kwargs:
             "bias": affine,
             "training": st.booleans() if per_channel > 1 else st.just(False),
             "momentum": st.none() | st.floats(0.0, 1.0),
-            "eps": st.sampled_from([1e-5, 1e-3]),
+            "eps": NORMALIZING_EPS,
             "num_batches_tracked": st.integers(0, 5).map(lambda n: np.array(n, dtype=np.int64)),
         }
     ).map(
@@ -164,7 +168,12 @@ def layer_norm_kwargs(shape: Shape) -> Kwargs:
         normalized = shape[len(shape) - k :]
         affine = st.none() | array(normalized, st.floats(-5, 5))
         return st.fixed_dictionaries(
-            {"normalized_shape": st.just(normalized), "weight": affine, "bias": affine}
+            {
+                "normalized_shape": st.just(normalized),
+                "weight": affine,
+                "bias": affine,
+                "eps": NORMALIZING_EPS,
+            }
         )
 
     return st.integers(1, len(shape)).flatmap(with_k)
@@ -178,14 +187,16 @@ FLOAT32_NORM = {torch.float32: (3e-5, 1e-5)}
 #: Power iteration in half precision rounds at every matrix-vector product
 #: and normalization (a few roundings per iteration, up to three iterations).
 HALF_ITERATIONS = {torch.float16: (8e-3, 1e-3), torch.bfloat16: (6e-2, 1e-2), **FLOAT32_NORM}
-#: Normalizing divides by sqrt(var + eps): on a (near-)constant unit the
-#: rounding error of its mean is multiplied by up to 1/sqrt(eps) (316 for the
-#: default 1e-5), so the absolute tolerance is ulp(10) · 316 in the
-#: accumulation dtype (float32 for halves), inputs bounded by 10.
+#: Normalizing divides by sqrt(var + eps): on a constant unit the rounding
+#: error of its mean (up to n ulps in torch's float32 sum of n terms) is
+#: multiplied by up to 1/sqrt(eps), 316 for the default 1e-5 (1.2e-3 was
+#: measured on 60 equal values). The op table therefore draws eps >= 1e-3
+#: (a factor 31 at most) and inputs bounded by 10; the default eps is checked
+#: against torch's own modules in test_normalization.py.
 NORMALIZED = {
     torch.float16: (4e-3, 3e-3),
     torch.bfloat16: (3e-2, 3e-2),
-    torch.float32: (3e-5, 3e-4),
+    torch.float32: (3e-5, 1e-3),
 }
 MODERATE = st.one_of(st.just(0.0), st.floats(-10.0, 10.0, width=32))
 

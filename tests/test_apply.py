@@ -338,3 +338,58 @@ def test_constrain_by_name_needs_a_model() -> None:
     opt = torch.optim.SGD(nn.Linear(3, 3).parameters(), lr=1.0)
     with pytest.raises(ValueError, match="where"):
         wo.constrain(opt, wo.Clip(-1, 1), where="*.weight")
+
+
+class AtLeast(wo.Transform):
+    """Refuses, in setup, a weight of fewer than ``n`` elements."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def setup(self, weight: torch.Tensor, module: nn.Module | None = None) -> None:
+        if weight.numel() < self.n:
+            raise ValueError(
+                f"AtLeast: weight must have >= {self.n} elements, got {weight.numel()}"
+            )
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * 2
+
+
+@pytest.mark.parametrize("call", [wo.apply_, wo.parametrize], ids=["apply_", "parametrize"])
+def test_a_setup_failure_on_a_later_weight_leaves_the_model_unchanged(call) -> None:  # type: ignore[no-untyped-def]
+    net = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 1))
+    before = _snapshot(net)
+    with pytest.raises(ValueError, match="weight must have"):
+        call(net, AtLeast(10))
+    assert _bitwise_equal(_snapshot(net), before)
+    assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in net.modules())
+
+
+def test_a_module_used_twice_is_selectable_by_either_name() -> None:
+    layer = nn.Linear(3, 3)
+    net = nn.Sequential(layer, nn.ReLU(), layer)
+    assert wo.shared_parameters(net) == [["0.weight", "2.weight"], ["0.bias", "2.bias"]]
+    assert wo.apply_(net, Scale(2.0), where="2.weight") == ["0.weight", "2.weight"]
+    wo.parametrize(net, Scale(3.0), where="2.weight")
+    assert torch.nn.utils.parametrize.is_parametrized(layer, "weight")
+
+
+def test_selecting_and_checking_advances_no_transform_state() -> None:
+    net = nn.Linear(4, 4)
+    t = wo.parametrize(net, wo.SpectralNorm())["weight"]
+    u = t._u.clone()  # type: ignore[union-attr]
+    wo.apply_(net, wo.Clip(-1, 1), where=lambda name, module, p: p.ndim == 1)
+    wo.parametrize(net, Scale(2.0))
+    assert torch.equal(t._u, u)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("where", "error"),
+    [(torch.Tensor, TypeError), (int, TypeError), ((int,), TypeError), ((), TypeError)],
+    ids=["Tensor", "int", "(int,)", "()"],
+)
+def test_where_types_that_are_not_modules_are_a_type_error(where, error) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(error, match="where must"):
+        wo.apply_(nn.Linear(2, 2), wo.Clip(-1, 1), where=where)

@@ -59,9 +59,22 @@ def test_max_norm_leaves_units_within_the_bound_bit_for_bit(data: st.DataObject)
     assert torch.equal(out[inside], w[inside])
 
 
-@given(w=tensors(shape=shapes(min_dims=2)))
-def test_max_norm_matches_torch_renorm(w: torch.Tensor) -> None:
-    torch.testing.assert_close(WF.max_norm(w, 1.5, dim=0), torch.renorm(w, 2, 0, 1.5))
+@given(w=tensors(shape=shapes(min_dims=1)))
+def test_max_norm_general_path_matches_torch_renorm(w: torch.Tensor) -> None:
+    # dim=None takes the general path (float32 weights with a dim go to renorm
+    # itself); the whole tensor as one unit is renorm of one row.
+    expected = torch.renorm(w.reshape(1, -1), 2, 0, 1.5).reshape(w.shape)
+    torch.testing.assert_close(WF.max_norm(w, 1.5, dim=None), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_max_norm_general_path_leaves_a_unit_inside_the_bound_bit_for_bit(
+    dtype: torch.dtype,
+) -> None:
+    w = torch.tensor([[0.3, 0.4]], dtype=dtype)
+    for eps in (1e-7, 1e-3):
+        assert torch.equal(WF.max_norm(w, 1.0, dim=None, eps=eps), w)
+        assert torch.equal(WF.max_norm(w, 1.0, eps=eps), w)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

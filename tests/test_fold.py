@@ -121,3 +121,19 @@ def test_folding_refuses_a_parametrized_layer() -> None:
     model = _randomize(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)))
     wo.parametrize(model, wo.WeightNorm())
     _unchanged_after_error(model, "parametrized")
+
+
+class SharedWeight(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+        self.b.weight = self.a.weight
+        self.bn = nn.BatchNorm1d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.a(x)) + self.b(x)
+
+
+def test_folding_refuses_a_layer_whose_weight_is_shared() -> None:
+    _unchanged_after_error(_randomize(SharedWeight()), "shared")

@@ -39,8 +39,9 @@ def test_weight_norm_passes_check_transform(dim: int | None, device: str) -> Non
 
 @pytest.mark.parametrize("dim", [0, 1, None])
 def test_standardize_passes_check_transform(dim: int | None, device: str) -> None:
+    # eps = 1e-3 bounds how much a constant unit amplifies rounding (see tests/ops.py).
     check_transform(
-        wo.Standardize(dim=dim),
+        wo.Standardize(dim=dim, eps=1e-3),
         devices=[device],
         elements=st.floats(-10, 10, width=32),
         overrides={
@@ -198,6 +199,28 @@ def test_scaled_outputs_give_the_same_outputs_and_gradients(
         torch.testing.assert_close(y1, y0)
         for a, b in zip(g1, g0, strict=True):
             torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("transform", [wo.SpectralNorm(), wo.WeightNorm()], ids=repr)
+def test_scaled_conv_takes_unbatched_input(transform: wo.Transform) -> None:
+    conv = nn.Conv2d(2, 3, 3)
+    wo.parametrize(conv, transform)
+    conv.eval()  # so that the calls compared share one σ̂
+    x = torch.randn(2, 5, 5)
+    torch.testing.assert_close(conv(x), conv(x.unsqueeze(0))[0])
+    torch.testing.assert_close(conv(x), torch.nn.functional.conv2d(x, conv.weight, conv.bias))
+
+
+def test_a_layer_subclass_keeps_its_own_forward() -> None:
+    class Doubled(nn.Linear):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * super().forward(x)
+
+    layer = Doubled(3, 3)
+    x = torch.randn(2, 3)
+    before = layer(x)
+    wo.parametrize(layer, wo.WeightNorm())
+    torch.testing.assert_close(layer(x), before)
 
 
 def test_scaled_outputs_are_used_where_they_apply() -> None:

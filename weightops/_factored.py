@@ -73,8 +73,10 @@ def _scaled_forward(self: nn.Module, input: Tensor) -> Tensor:
         scale = scale.reshape(-1)
     else:
         y = self._conv_forward(input, weight, None)  # type: ignore[operator]
-        scale = scale.reshape(-1, *(1,) * (y.ndim - 2))
-        bias = None if bias is None else bias.reshape(-1, *(1,) * (y.ndim - 2))
+        # Channels come before the spatial dims, batched input or not.
+        spatial = (1,) * len(cast(tuple[int, ...], self.kernel_size))
+        scale = scale.reshape(-1, *spatial)
+        bias = None if bias is None else bias.reshape(-1, *spatial)
     out: Tensor = y * scale.to(y.dtype)
     return out if bias is None else out + bias
 
@@ -85,7 +87,8 @@ def install(module: nn.Module) -> bool:
     Only the class ``torch.nn.utils.parametrize`` made for this one module
     changes; removing the last parametrization restores the original class.
     """
-    if not isinstance(module, LAYERS) or _factorable(module) is None:
+    # Exactly these layers: a subclass may compute something else in forward.
+    if P.type_before_parametrizations(module) not in LAYERS or _factorable(module) is None:
         return False
     type(module).forward = _scaled_forward  # type: ignore[method-assign]
     return True

@@ -8,11 +8,13 @@ of its names selects it for all of them.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
+import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize as P
 
@@ -42,8 +44,12 @@ Where = (
 class Target:
     """One tensor to transform and every ``(module, attribute)`` that holds it."""
 
+    #: Every qualified name of the tensor (a module reused in two places gives two).
     names: list[str] = field(default_factory=list)
+    #: Every distinct ``(module, attribute)`` holding it.
     owners: list[tuple[nn.Module, str]] = field(default_factory=list)
+    #: ``(name, module, attribute)`` for every name.
+    entries: list[tuple[str, nn.Module, str]] = field(default_factory=list)
     #: True when the tensor is computed by a parametrization (``owners`` then
     #: share one ``ParametrizationList``); False for a plain parameter.
     parametrized: bool = False
@@ -54,24 +60,45 @@ class Target:
 
     @property
     def value(self) -> Tensor:
+        """The tensor; a parametrized one is computed without gradient and with
+        its transforms in eval mode, so that reading it advances no state."""
         module, attr = self.owners[0]
-        return getattr(module, attr)  # type: ignore[no-any-return]
+        if not self.parametrized:
+            return cast(Tensor, getattr(module, attr))
+        with frozen(self), torch.no_grad():
+            return cast(Tensor, getattr(module, attr))
+
+
+@contextlib.contextmanager
+def frozen(target: Target) -> Iterator[None]:
+    """Hold a parametrized target's transforms in eval mode (no state updates)
+    while it is read or registered onto; their modes are restored after."""
+    if not target.parametrized:
+        yield
+        return
+    module, attr = target.owners[0]
+    plist = cast(nn.ModuleDict, module.parametrizations)[attr]
+    modes = [(m, m.training) for m in plist.modules()]
+    plist.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 def _modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """Every module once, with its name; parametrization internals are skipped."""
-    seen: set[int] = set()
-    stack = [("", model)]
+    """Every module under every name it has; parametrization internals are skipped."""
+    stack: list[tuple[str, nn.Module, tuple[int, ...]]] = [("", model, ())]
     while stack:
-        prefix, module = stack.pop()
-        if id(module) in seen:
-            continue
-        seen.add(id(module))
+        prefix, module, ancestors = stack.pop()
         yield prefix, module
         children = [
-            (f"{prefix}.{name}" if prefix else name, child)
+            (f"{prefix}.{name}" if prefix else name, child, (*ancestors, id(module)))
             for name, child in module._modules.items()
-            if child is not None and not (name == "parametrizations" and P.is_parametrized(module))
+            if child is not None
+            and id(child) not in ancestors
+            and not (name == "parametrizations" and P.is_parametrized(module))
         ]
         stack.extend(reversed(children))
 
@@ -88,20 +115,25 @@ def _entries(model: nn.Module) -> Iterator[tuple[str, nn.Module, str, int, bool]
                 yield f"{prefix}{dot}{attr}", module, attr, id(param), False
 
 
-def _predicate(op: str, where: Where) -> Callable[[str, nn.Module, str], bool]:
+def _is_weight(module: nn.Module, attr: str, layers: tuple[type, ...]) -> bool:
+    return isinstance(module, layers) and attr.startswith("weight")
+
+
+def _predicate(op: str, where: Where) -> Callable[[str, nn.Module, str, Target], bool]:
     if where is None:
-        return lambda name, module, attr: (
-            isinstance(module, DEFAULT_LAYERS) and attr.startswith("weight")
-        )
+        return lambda name, module, attr, target: _is_weight(module, attr, DEFAULT_LAYERS)
     if isinstance(where, str):
-        return lambda name, module, attr: fnmatch.fnmatchcase(name, where)
-    if (isinstance(where, type) and issubclass(where, nn.Module)) or (
-        isinstance(where, tuple) and where and all(isinstance(w, type) for w in where)
-    ):
-        return lambda name, module, attr: isinstance(module, where) and attr.startswith("weight")  # type: ignore[arg-type]
+        return lambda name, module, attr, target: fnmatch.fnmatchcase(name, where)
+    if isinstance(where, (type, tuple)):
+        types: tuple[Any, ...] = where if isinstance(where, tuple) else (where,)
+        if not types or not all(isinstance(w, type) and issubclass(w, nn.Module) for w in types):
+            raise TypeError(
+                f"{op}: where must name nn.Module types when it is a type or tuple, got {where!r}"
+            )
+        return lambda name, module, attr, target: _is_weight(module, attr, types)
     if callable(where):
-        call = cast(Callable[[str, nn.Module, Tensor], bool], where)
-        return lambda name, module, attr: bool(call(name, module, getattr(module, attr)))
+        call = where
+        return lambda name, module, attr, target: bool(call(name, module, target.value))
     raise TypeError(
         f"{op}: where must be None, a glob on parameter names, an nn.Module type or tuple of "
         f"types, or a callable (name, module, param) -> bool, got {type(where).__name__}"
@@ -114,7 +146,9 @@ def groups(model: nn.Module) -> list[Target]:
     for name, module, attr, key, parametrized in _entries(model):
         target = by_key.setdefault(key, Target(parametrized=parametrized))
         target.names.append(name)
-        target.owners.append((module, attr))
+        target.entries.append((name, module, attr))
+        if not any(m is module and a == attr for m, a in target.owners):
+            target.owners.append((module, attr))
     return list(by_key.values())
 
 
@@ -123,11 +157,7 @@ def select(model: nn.Module, where: Where, op: str) -> list[Target]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"{op}: model must be an nn.Module, got {type(model).__name__}")
     chosen = _predicate(op, where)
-    targets = [
-        t
-        for t in groups(model)
-        if any(chosen(name, m, a) for name, (m, a) in zip(t.names, t.owners, strict=True))
-    ]
+    targets = [t for t in groups(model) if any(chosen(n, m, a, t) for n, m, a in t.entries)]
     if not targets:
         raise ValueError(
             f"{op}: where must select at least one tensor of the model, got where={where!r}, "

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize as P
 
 from weightops import _factored
-from weightops._select import Target, Where, select
+from weightops._select import Target, Where, frozen, select
 from weightops.transforms.base import Transform
 
 __all__ = ["Constraint", "apply_", "constrain", "parametrize", "unparametrize"]
@@ -31,6 +31,17 @@ __all__ = ["Constraint", "apply_", "constrain", "parametrize", "unparametrize"]
 
 def _plist(module: nn.Module, attr: str) -> P.ParametrizationList:
     return cast(P.ParametrizationList, cast(nn.ModuleDict, module.parametrizations)[attr])
+
+
+def _set_up(t: Transform, targets: list[Target]) -> list[Transform]:
+    """A deep copy of ``t`` set up for each target, before anything is changed."""
+    owns = []
+    with torch.no_grad():
+        for target in targets:
+            own = copy.deepcopy(t)
+            own.setup(target.value, target.owners[0][0])
+            owns.append(own)
+    return owns
 
 
 def _check_transform(op: str, t: Any) -> None:
@@ -93,13 +104,14 @@ def parametrize(
     targets = select(model, where, "parametrize")
     for target in targets:
         t.check(target.value)
+    # Every copy is set up before any module changes: setup may refuse a weight.
+    owns = _set_up(t, targets)
     registered: dict[str, Transform] = {}
-    for target in targets:
-        own = copy.deepcopy(t)
+    for target, own in zip(targets, owns, strict=True):
         (m0, a0), *others = target.owners
-        with torch.no_grad():
-            own.setup(target.value, m0)
-        P.register_parametrization(m0, a0, own)
+        # torch evaluates an existing chain to check the new member: in eval mode.
+        with frozen(target):
+            P.register_parametrization(m0, a0, own)
         if not target.parametrized:
             # The first registration moved the tensor into m0's list; the other
             # owners get that same list, so they read the same stored tensor
@@ -201,10 +213,10 @@ def apply_(model: nn.Module, t: Transform, where: Where = None) -> list[str]:
     _check_plain("apply_", targets)
     for target in targets:
         t.check(target.value)
+    # Every copy is set up before any weight changes: setup may refuse a weight.
+    owns = _set_up(t, targets)
     with torch.no_grad():
-        for target in targets:
-            own = copy.deepcopy(t)
-            own.setup(target.value, target.owners[0][0])
+        for target, own in zip(targets, owns, strict=True):
             own.project_(target.value)
     return [name for target in targets for name in target.names]
 

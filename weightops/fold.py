@@ -10,6 +10,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize as P
 
+from weightops._select import shared_parameters
+
 __all__ = ["fold_batch_norm"]
 
 _FOLDABLE: dict[type[nn.Module], tuple[type[_BatchNorm], ...]] = {
@@ -146,6 +148,7 @@ def fold_batch_norm(model: nn.Module) -> list[tuple[str, str]]:
             raise refuse("be in eval mode (call model.eval())", f"{name!r} in training mode")
         if not bn.track_running_stats or bn.running_mean is None:  # type: ignore[attr-defined]
             raise refuse("track running statistics", f"{name!r} without them")
+    shared = shared_parameters(model)
     traced = _pairs_by_tracing(model)
     candidates = traced if traced is not None else _pairs_in_sequentials(model)
     by_norm = {bn: layer for layer, bn in candidates if bn in norms}
@@ -156,6 +159,10 @@ def fold_batch_norm(model: nn.Module) -> list[tuple[str, str]]:
         problem = _check(modules[by_norm[name]], modules[name], by_norm[name], name)
         if problem is not None:
             raise refuse("follow a layer it can fold into", problem)
+        for group in shared:
+            if any(n.rpartition(".")[0] == by_norm[name] for n in group):
+                others = ", ".join(repr(n) for n in group)
+                raise refuse("follow a layer whose tensors it alone uses", f"{others} shared")
     folded = []
     with torch.no_grad():
         for name in sorted(norms, key=list(modules).index):
