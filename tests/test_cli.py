@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 
@@ -20,12 +22,12 @@ def test_demo_runs_and_reports_agreement(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_console_script_entry_point_is_installed() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "weightops.cli", "--help"],
-        capture_output=True,
-        text=True,
-        check=False,
+    # The script pip installed beside this interpreter, else the one on PATH.
+    script = shutil.which("weightops", path=os.path.dirname(sys.executable)) or shutil.which(
+        "weightops"
     )
+    assert script is not None, "the weightops console script is not installed"
+    done = subprocess.run([script, "--help"], capture_output=True, text=True, check=False)
     assert done.returncode == 0
     assert "demo" in done.stdout and "bench" in done.stdout
 

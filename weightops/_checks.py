@@ -71,3 +71,10 @@ def check_dim(
     if not -ndim <= dim < ndim:
         fail(op, name, accepted, dim)
     return int(dim) % ndim
+
+
+def check_unit_dim(op: str, dim: Any) -> int | None:
+    """A dim given before the weight is known: an int or None."""
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int)):
+        fail(op, "dim", "an int or None", dim, TypeError)
+    return None if dim is None else int(dim)

@@ -17,14 +17,17 @@ __all__ = ["clip", "clip_", "max_norm", "max_norm_"]
 MAX_NORM_EPS = 1e-7
 
 
-def check_bounds(op: str, min: float | None, max: float | None) -> None:
-    """The bounds of :func:`clip`: reals or None, not both None, ``min <= max``."""
+def check_bounds(
+    op: str, min: float | None, max: float | None
+) -> tuple[float | None, float | None]:
+    """The bounds of :func:`clip` as floats: reals or None, not both None, ``min <= max``."""
     low = check_real(op, "min", min, optional=True)
     high = check_real(op, "max", max, optional=True)
     if low is None and high is None:
         fail(op, "min, max", "bounds of which at least one is not None", (min, max))
     if low is not None and high is not None and low > high:
         fail(op, "min", f"<= max ({high})", low)
+    return low, high
 
 
 def clip(weight: Tensor, min: float | None = None, max: float | None = None) -> Tensor:
@@ -56,8 +59,7 @@ def clip(weight: Tensor, min: float | None = None, max: float | None = None) -> 
     tensor([-1.0000,  0.5000,  1.0000])
     """
     check_weight("clip", weight)
-    check_bounds("clip", min, max)
-    return torch.clamp(weight, min, max)
+    return torch.clamp(weight, *check_bounds("clip", min, max))
 
 
 def clip_(weight: Tensor, min: float | None = None, max: float | None = None) -> Tensor:
@@ -69,14 +71,15 @@ def clip_(weight: Tensor, min: float | None = None, max: float | None = None) ->
     tensor([-2.0000,  0.5000,  1.0000])
     """
     check_weight("clip_", weight)
-    check_bounds("clip_", min, max)
-    return weight.clamp_(min, max)
+    return weight.clamp_(*check_bounds("clip_", min, max))
 
 
-def check_max_norm(op: str, max_norm: float, eps: float) -> None:
-    """The scalars of :func:`max_norm`: ``0 < max_norm < inf``, ``0 <= eps < inf``."""
-    check_real(op, "max_norm", max_norm, low=0.0, low_open=True, high=sys.float_info.max)
-    check_real(op, "eps", eps, low=0.0, high=sys.float_info.max)
+def check_max_norm(op: str, max_norm: float, eps: float) -> tuple[float, float]:
+    """The scalars of :func:`max_norm` as floats: ``0 < max_norm < inf``, ``0 <= eps < inf``."""
+    c = check_real(op, "max_norm", max_norm, low=0.0, low_open=True, high=sys.float_info.max)
+    e = check_real(op, "eps", eps, low=0.0, high=sys.float_info.max)
+    assert c is not None and e is not None
+    return c, e
 
 
 def _renorm_dim(weight: Tensor, dim: int | None, eps: float) -> int | None:
@@ -98,20 +101,21 @@ def _renorm_dim(weight: Tensor, dim: int | None, eps: float) -> int | None:
 
 def _unit_scale(
     op: str, weight: Tensor, max_norm: float, dim: int | None, eps: float
-) -> Tensor | None:
-    """The factor each unit is multiplied by, shaped to broadcast against ``weight``;
-    ``None`` where ``torch.renorm`` computes the op (:func:`_renorm_dim`).
+) -> tuple[Tensor | None, float, int | None]:
+    """The factor each unit is multiplied by, shaped to broadcast against ``weight``
+    (``None`` where ``torch.renorm`` computes the op, :func:`_renorm_dim`), with
+    the checked ``max_norm`` and non-negative ``dim``.
 
     Norms of half-precision weights accumulate in float32 (:mod:`._reduce`) so
     that they neither overflow nor lose the bits that decide ``norm > max_norm``.
     """
     check_weight(op, weight)
-    check_max_norm(op, max_norm, eps)
+    c, e = check_max_norm(op, max_norm, eps)
     d = check_dim(op, dim, weight.ndim, optional=True)
-    if _renorm_dim(weight, d, eps) is not None:
-        return None
+    if _renorm_dim(weight, d, e) is not None:
+        return None, c, d
     norm = unit_norm(weight, d)
-    return torch.where(norm > max_norm, max_norm / (norm + eps), 1.0)
+    return torch.where(norm > c, c / (norm + e), 1.0), c, d
 
 
 def max_norm(
@@ -155,9 +159,9 @@ def max_norm(
     tensor([[0.6000, 0.8000],
             [0.3000, 0.4000]])
     """
-    scale = _unit_scale("max_norm", weight, max_norm, dim, eps)
+    scale, c, d = _unit_scale("max_norm", weight, max_norm, dim, eps)
     if scale is None:
-        return torch.renorm(weight, 2, dim, max_norm)  # type: ignore[arg-type]
+        return torch.renorm(weight, 2, d, c)  # type: ignore[arg-type]
     # A half-precision weight is multiplied in float32 and rounded once; for
     # float32/float64 the product already has the weight's dtype and .to is free.
     return (weight * scale).to(weight.dtype)
@@ -173,7 +177,7 @@ def max_norm_(
     >>> w
     tensor([[0.6000, 0.8000]])
     """
-    scale = _unit_scale("max_norm_", weight, max_norm, dim, eps)
+    scale, c, d = _unit_scale("max_norm_", weight, max_norm, dim, eps)
     if scale is None:
-        return weight.renorm_(2, dim, max_norm)  # type: ignore[arg-type]
+        return weight.renorm_(2, d, c)  # type: ignore[arg-type]
     return weight.mul_(scale)

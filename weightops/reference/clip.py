@@ -27,7 +27,8 @@ def _rescaled(weight: np.ndarray, c: float, dim: int | None, eps: float) -> np.n
         else tuple(i for i in range(w.ndim) if i != dim % w.ndim)
     )
     norm = np.sqrt(np.sum(w * w, axis=axes, keepdims=True))
-    return w * np.where(norm > c, c / (norm + eps), 1.0)
+    with np.errstate(divide="ignore"):  # the branch np.where discards, with eps = 0
+        return w * np.where(norm > c, c / (norm + eps), 1.0)
 
 
 def max_norm(

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from weightops import functional as F
 from weightops import reference as R
-from weightops._checks import check_dim
+from weightops._checks import check_unit_dim
 from weightops.functional.clip import MAX_NORM_EPS, check_bounds, check_max_norm
 from weightops.transforms.base import Transform
 
@@ -69,8 +69,7 @@ class MaxNorm(Transform):
     def __init__(self, max_norm: float, dim: int | None = 0, eps: float = MAX_NORM_EPS) -> None:
         super().__init__()
         check_max_norm("MaxNorm", max_norm, eps)
-        if dim is not None:
-            check_dim("MaxNorm", dim, max(dim + 1, -dim))
+        check_unit_dim("MaxNorm", dim)
         self.max_norm = float(max_norm)
         self.dim = dim
         self.eps = float(eps)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from weightops import functional as F
 from weightops import reference as R
-from weightops._checks import check_dim, check_real, fail
+from weightops._checks import check_real, check_unit_dim, fail
 from weightops.functional import fused
 from weightops.functional._reduce import accumulation_dtype, unit_norm
 from weightops.functional.normalization import (
@@ -28,11 +28,6 @@ __all__ = ["SpectralNorm", "Standardize", "WeightNorm"]
 WARM_UP_ITERATIONS = 15
 
 _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-
-
-def _check_unit_dim(op: str, dim: int | None) -> None:
-    if dim is not None:
-        check_dim(op, dim, max(dim + 1, -dim))
 
 
 def _min_ndim(dim: int | None) -> int:
@@ -72,7 +67,7 @@ class WeightNorm(Transform):
 
     def __init__(self, dim: int | None = 0, eps: float = WEIGHT_NORM_EPS) -> None:
         super().__init__()
-        _check_unit_dim("WeightNorm", dim)
+        check_unit_dim("WeightNorm", dim)
         check_real("WeightNorm", "eps", eps, low=0.0)
         self.dim = dim
         self.eps = float(eps)
@@ -153,7 +148,7 @@ class SpectralNorm(Transform):
             fail(op, "n_power_iterations", "an int >= 1", n_power_iterations, TypeError)
         if n_power_iterations < 1:
             fail(op, "n_power_iterations", "an int >= 1", n_power_iterations)
-        _check_unit_dim(op, dim)
+        check_unit_dim(op, dim)
         check_real(op, "eps", eps, low=0.0)
         check_real(op, "tol", tol, low=0.0, low_open=True, optional=True)
         self.n_power_iterations = n_power_iterations
@@ -303,7 +298,7 @@ class Standardize(Transform):
 
     def __init__(self, dim: int | None = 0, eps: float = 1e-5) -> None:
         super().__init__()
-        _check_unit_dim("Standardize", dim)
+        check_unit_dim("Standardize", dim)
         check_real("Standardize", "eps", eps, low=0.0)
         self.dim = dim
         self.eps = float(eps)
