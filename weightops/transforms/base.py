@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from weightops._checks import check_weight
+from weightops._checks import check_real, check_unit_dim, check_weight
 
-__all__ = ["Compose", "Transform", "stored"]
+__all__ = ["Compose", "Transform", "UnitTransform", "stored"]
 
 
 def stored(t: nn.Module, weight: Tensor) -> tuple[Tensor, ...]:
@@ -94,6 +94,21 @@ class Transform(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{name}={getattr(self, name)!r}" for name in self.hyperparameters)
+
+
+class UnitTransform(Transform):
+    """A transform acting on units: slices of the weight along ``dim`` (None: the
+    whole tensor), with an ``eps`` >= 0. Checks both and needs ``dim + 1`` dims."""
+
+    def __init__(self, dim: int | None, eps: float) -> None:
+        super().__init__()
+        op = type(self).__name__
+        self.dim = check_unit_dim(op, dim)
+        self.eps = float(check_real(op, "eps", eps, low=0.0))  # type: ignore[arg-type]
+
+    @property
+    def min_ndim(self) -> int:
+        return 0 if self.dim is None else max(self.dim + 1, -self.dim)
 
 
 class Compose(Transform):

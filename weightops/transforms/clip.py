@@ -7,9 +7,8 @@ from torch import Tensor
 
 from weightops import functional as F
 from weightops import reference as R
-from weightops._checks import check_unit_dim
 from weightops.functional.clip import MAX_NORM_EPS, check_bounds, check_max_norm
-from weightops.transforms.base import Transform
+from weightops.transforms.base import Transform, UnitTransform
 
 __all__ = ["Clip", "MaxNorm"]
 
@@ -47,7 +46,7 @@ class Clip(Transform):
         return R.clip(weight, self.min, self.max)
 
 
-class MaxNorm(Transform):
+class MaxNorm(UnitTransform):
     """Rescale units whose L2 norm exceeds ``max_norm``: :func:`weightops.functional.max_norm`.
 
     Keras' ``MaxNorm`` constraint; see the functional op for the one deliberate
@@ -67,16 +66,8 @@ class MaxNorm(Transform):
     hyperparameters = ("max_norm", "dim", "eps")
 
     def __init__(self, max_norm: float, dim: int | None = 0, eps: float = MAX_NORM_EPS) -> None:
-        super().__init__()
-        check_max_norm("MaxNorm", max_norm, eps)
-        check_unit_dim("MaxNorm", dim)
-        self.max_norm = float(max_norm)
-        self.dim = dim
-        self.eps = float(eps)
-
-    @property
-    def min_ndim(self) -> int:
-        return 0 if self.dim is None else max(self.dim + 1, -self.dim)
+        self.max_norm = check_max_norm("MaxNorm", max_norm, eps)[0]
+        super().__init__(dim, eps)
 
     def forward(self, weight: Tensor) -> Tensor:
         return F.max_norm(weight, self.max_norm, dim=self.dim, eps=self.eps)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from weightops import functional as F
 from weightops import reference as R
-from weightops._checks import check_real, check_unit_dim, fail
+from weightops._checks import check_real, fail
 from weightops.functional import fused
 from weightops.functional._reduce import accumulation_dtype, unit_norm
 from weightops.functional.normalization import (
@@ -20,7 +20,7 @@ from weightops.functional.normalization import (
     normalize,
     spectral_sigma,
 )
-from weightops.transforms.base import Transform
+from weightops.transforms.base import UnitTransform
 
 __all__ = ["SpectralNorm", "Standardize", "WeightNorm"]
 
@@ -30,11 +30,7 @@ WARM_UP_ITERATIONS = 15
 _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
-def _min_ndim(dim: int | None) -> int:
-    return 0 if dim is None else max(dim + 1, -dim)
-
-
-class WeightNorm(Transform):
+class WeightNorm(UnitTransform):
     """Weight normalization: ``w = g · v / ‖v‖`` (Salimans & Kingma, 2016).
 
     Stores two tensors for each weight (``right_inverse``): the magnitudes
@@ -66,15 +62,7 @@ class WeightNorm(Transform):
     hyperparameters = ("dim", "eps")
 
     def __init__(self, dim: int | None = 0, eps: float = WEIGHT_NORM_EPS) -> None:
-        super().__init__()
-        check_unit_dim("WeightNorm", dim)
-        check_real("WeightNorm", "eps", eps, low=0.0)
-        self.dim = dim
-        self.eps = float(eps)
-
-    @property
-    def min_ndim(self) -> int:
-        return _min_ndim(self.dim)
+        super().__init__(dim, eps)
 
     def _dim(self, ndim: int) -> int | None:
         return None if self.dim is None else self.dim % ndim
@@ -105,7 +93,7 @@ class WeightNorm(Transform):
         return R.weight_norm(v, g, dim=self.dim, eps=self.eps)
 
 
-class SpectralNorm(Transform):
+class SpectralNorm(UnitTransform):
     """Spectral normalization: ``W / σ̂``, σ̂ by power iteration (Miyato et al., 2018).
 
     ``torch.nn.utils.parametrizations.spectral_norm`` semantics: the weight is
@@ -142,25 +130,21 @@ class SpectralNorm(Transform):
         eps: float = SPECTRAL_NORM_EPS,
         tol: float | None = None,
     ) -> None:
-        super().__init__()
         op = "SpectralNorm"
         if isinstance(n_power_iterations, bool) or not isinstance(n_power_iterations, int):
             fail(op, "n_power_iterations", "an int >= 1", n_power_iterations, TypeError)
         if n_power_iterations < 1:
             fail(op, "n_power_iterations", "an int >= 1", n_power_iterations)
-        check_unit_dim(op, dim)
-        check_real(op, "eps", eps, low=0.0)
-        check_real(op, "tol", tol, low=0.0, low_open=True, optional=True)
+        tol = check_real(op, "tol", tol, low=0.0, low_open=True, optional=True)
+        super().__init__(dim, eps)
         self.n_power_iterations = n_power_iterations
-        self.dim = dim
-        self.eps = float(eps)
-        self.tol = None if tol is None else float(tol)
+        self.tol = tol
         self._matrix_dim = 0 if dim is None else dim
         self.register_buffer("_sigma", torch.ones(()), persistent=False)
 
     @property
     def min_ndim(self) -> int:
-        return max(1, _min_ndim(self.dim))
+        return max(1, super().min_ndim)
 
     @property
     def sigma(self) -> Tensor:
@@ -279,7 +263,7 @@ class SpectralNorm(Transform):
         ).weight
 
 
-class Standardize(Transform):
+class Standardize(UnitTransform):
     """Weight standardization: each unit to zero mean, unit variance (Qiao et al., 2019).
 
     :func:`weightops.functional.standardize` (layer norm applied to the
@@ -297,15 +281,7 @@ class Standardize(Transform):
     hyperparameters = ("dim", "eps")
 
     def __init__(self, dim: int | None = 0, eps: float = 1e-5) -> None:
-        super().__init__()
-        check_unit_dim("Standardize", dim)
-        check_real("Standardize", "eps", eps, low=0.0)
-        self.dim = dim
-        self.eps = float(eps)
-
-    @property
-    def min_ndim(self) -> int:
-        return _min_ndim(self.dim)
+        super().__init__(dim, eps)
 
     def forward(self, weight: Tensor) -> Tensor:
         return F.standardize(weight, dim=self.dim, eps=self.eps)
