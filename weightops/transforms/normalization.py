@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -188,18 +188,19 @@ class SpectralNorm(UnitTransform):
                 self._state(weight)[1].copy_(v)
             self.sigma.copy_(sigma)
 
+    def _options(self) -> dict[str, Any]:
+        """The functional ops' options: this transform's settings and mode."""
+        return {
+            "dim": self._matrix_dim,
+            "n_power_iterations": self.n_power_iterations,
+            "eps": self.eps,
+            "tol": self.tol,
+            "update": self.training,
+        }
+
     def forward(self, weight: Tensor) -> Tensor:
         u, v = self._state(weight)
-        result = F.spectral_norm(
-            weight,
-            u,
-            v,
-            dim=self._matrix_dim,
-            n_power_iterations=self.n_power_iterations,
-            eps=self.eps,
-            tol=self.tol,
-            update=self.training,
-        )
+        result = F.spectral_norm(weight, u, v, **self._options())
         self._keep(weight, result.u, result.v, result.sigma)
         return result.weight
 
@@ -210,16 +211,7 @@ class SpectralNorm(UnitTransform):
         """``(weight, 1 / σ̂)``: their product is :meth:`forward`'s output, with
         the same power-iteration update, for layers that scale their output."""
         u, v = self._state(weight)
-        sigma, u, v = spectral_sigma(
-            weight,
-            u,
-            v,
-            dim=self._matrix_dim,
-            n_power_iterations=self.n_power_iterations,
-            eps=self.eps,
-            tol=self.tol,
-            update=self.training,
-        )
+        sigma, u, v = spectral_sigma(weight, u, v, **self._options())
         self._keep(weight, u, v, sigma)
         return weight, 1.0 / sigma.to(accumulation_dtype(weight.dtype)).clamp_min(self.eps)
 
@@ -252,14 +244,7 @@ class SpectralNorm(UnitTransform):
             )
         u, v = self._state(torch.empty(0))
         return R.spectral_norm(
-            weight,
-            u.double().cpu().numpy(),
-            v.double().cpu().numpy(),
-            dim=self._matrix_dim,
-            n_power_iterations=self.n_power_iterations,
-            eps=self.eps,
-            tol=self.tol,
-            update=self.training,
+            weight, u.double().cpu().numpy(), v.double().cpu().numpy(), **self._options()
         ).weight
 
 
