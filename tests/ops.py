@@ -200,6 +200,28 @@ NORMALIZED = {
 }
 MODERATE = st.one_of(st.just(0.0), st.floats(-10.0, 10.0, width=32))
 
+
+def fans_kwargs(shape: Shape) -> Kwargs:
+    def divisors(n: int) -> st.SearchStrategy[int]:
+        return st.sampled_from([d for d in range(1, n + 1) if n % d == 0] or [1])
+
+    def for_layout(layout: str) -> Kwargs:
+        whole = 0 if layout == "oi" else 1
+        return st.fixed_dictionaries(
+            {
+                "layout": st.just(layout),
+                "groups": divisors(shape[whole]),
+                "gates": divisors(shape[0]),
+            }
+        ).filter(lambda kw: kw["gates"] == 1 or layout == "oi")
+
+    return st.sampled_from(["oi", "io"]).flatmap(for_layout)
+
+
+def bias_prior_kwargs(shape: Shape) -> Kwargs:
+    return st.fixed_dictionaries({"kind": st.sampled_from(["sigmoid", "softmax"])})
+
+
 OPS: list[Op] = [
     Op("clip", clip_kwargs),
     Op("clip_", clip_kwargs),
@@ -228,6 +250,14 @@ OPS: list[Op] = [
         elements=MODERATE,
         tolerance=NORMALIZED,
     ),
+    Op("fans", fans_kwargs, shape=shapes(min_dims=2, max_side=6)),
+    Op(
+        "bias_prior",
+        bias_prior_kwargs,
+        dtypes=(torch.float32, torch.float64),
+        shape=shapes(min_dims=1, max_dims=1, max_side=8).filter(lambda s: s[0] > 0),
+        elements=st.floats(0.02, 0.98),
+    ),
     Op(
         "layer_norm",
         layer_norm_kwargs,
@@ -236,3 +266,103 @@ OPS: list[Op] = [
         tolerance=NORMALIZED,
     ),
 ]
+
+
+@dataclass(frozen=True)
+class RandomOp:
+    """An initializer: checked by the distribution of its samples, not their values.
+
+    ``distribution(shape, kwargs)`` is the scipy.stats distribution every
+    element must follow (a Kolmogorov–Smirnov test of the torch op's samples
+    and of its NumPy twin's, in tests/test_init.py).
+    """
+
+    name: str
+    kwargs: Callable[[Shape], Kwargs]
+    distribution: Callable[[Shape, dict[str, Any]], Any]
+
+
+def _xavier_kwargs(shape: Shape) -> Kwargs:
+    return st.fixed_dictionaries({"gain": st.floats(0.5, 2.0)})
+
+
+def _he_kwargs(shape: Shape) -> Kwargs:
+    return st.fixed_dictionaries(
+        {
+            "mode": st.sampled_from(["fan_in", "fan_out"]),
+            "nonlinearity": st.sampled_from(["relu", "tanh", "gelu", "leaky_relu"]),
+        }
+    )
+
+
+def _trunc_kwargs(shape: Shape) -> Kwargs:
+    return st.fixed_dictionaries(
+        {
+            "mean": st.floats(-1, 1),
+            "std": st.floats(0.01, 2.0),
+            "a": st.floats(-3, -0.5),
+            "b": st.floats(0.5, 3),
+        }
+    )
+
+
+def _none(shape: Shape) -> Kwargs:
+    return st.just({})
+
+
+def _fan_pair(shape: Shape) -> tuple[int, int]:
+    k = int(np.prod(shape[2:]))
+    return shape[1] * k, shape[0] * k
+
+
+def _uniform(bound: float) -> Any:
+    from scipy import stats
+
+    return stats.uniform(-bound, 2 * bound)
+
+
+def _normal(std: float) -> Any:
+    from scipy import stats
+
+    return stats.norm(0.0, std)
+
+
+def _he_std(shape: Shape, kw: dict[str, Any]) -> float:
+    from weightops.reference import gain
+
+    fan_in, fan_out = _fan_pair(shape)
+    return gain(kw["nonlinearity"]) / np.sqrt(fan_in if kw["mode"] == "fan_in" else fan_out)
+
+
+def _trunc(shape: Shape, kw: dict[str, Any]) -> Any:
+    from scipy import stats
+
+    return stats.truncnorm(kw["a"], kw["b"], loc=kw["mean"], scale=kw["std"])
+
+
+RANDOM_OPS: list[RandomOp] = []
+for _suffix in ("", "_"):
+    RANDOM_OPS += [
+        RandomOp(
+            "xavier_uniform" + _suffix,
+            _xavier_kwargs,
+            lambda s, kw: _uniform(kw["gain"] * np.sqrt(6 / sum(_fan_pair(s)))),
+        ),
+        RandomOp(
+            "xavier_normal" + _suffix,
+            _xavier_kwargs,
+            lambda s, kw: _normal(kw["gain"] * np.sqrt(2 / sum(_fan_pair(s)))),
+        ),
+        RandomOp(
+            "he_uniform" + _suffix, _he_kwargs, lambda s, kw: _uniform(np.sqrt(3) * _he_std(s, kw))
+        ),
+        RandomOp("he_normal" + _suffix, _he_kwargs, lambda s, kw: _normal(_he_std(s, kw))),
+        RandomOp(
+            "lecun_normal" + _suffix, _none, lambda s, kw: _normal(1 / np.sqrt(_fan_pair(s)[0]))
+        ),
+        RandomOp("trunc_normal" + _suffix, _trunc_kwargs, _trunc),
+    ]
+
+#: Functional ops checked by their own tests (tests/test_init.py): gain takes
+#: no tensor; an orthogonal matrix is checked by WᵀW = I, not element by element.
+CHECKED_ELSEWHERE = ("gain", "orthogonal", "orthogonal_")

@@ -10,6 +10,8 @@ model-level application (:func:`parametrize`, :func:`apply_`,
 from weightops._select import shared_parameters
 from weightops.apply import Constraint, apply_, constrain, parametrize, unparametrize
 from weightops.fold import fold_batch_norm
+from weightops.init import init_, init_bias_prior_
+from weightops.seed import SeedState, seed_everything
 from weightops.transforms import (
     Clip,
     Compose,
@@ -27,6 +29,7 @@ __all__ = [
     "Compose",
     "Constraint",
     "MaxNorm",
+    "SeedState",
     "SpectralNorm",
     "Standardize",
     "Transform",
@@ -35,7 +38,10 @@ __all__ = [
     "apply_",
     "constrain",
     "fold_batch_norm",
+    "init_",
+    "init_bias_prior_",
     "parametrize",
+    "seed_everything",
     "shared_parameters",
     "unparametrize",
 ]

@@ -115,7 +115,10 @@ def _unit_scale(
     if _renorm_dim(weight, d, e) is not None:
         return None, c, d
     norm = unit_norm(weight, d)
-    return torch.where(norm > c, c / (norm + e), 1.0), c, d
+    # Decided in float64: max_norm rounded to the weight's dtype would leave a
+    # unit whose norm exceeds it by less than that rounding unscaled.
+    exceeds = norm.to(torch.float64) > c
+    return torch.where(exceeds, c / (norm + e), 1.0), c, d
 
 
 def max_norm(

@@ -5,6 +5,25 @@ the tests round them to the op's dtype before comparing.
 """
 
 from weightops.reference.clip import clip, clip_, max_norm, max_norm_
+from weightops.reference.init import (
+    bias_prior,
+    fans,
+    gain,
+    he_normal,
+    he_normal_,
+    he_uniform,
+    he_uniform_,
+    lecun_normal,
+    lecun_normal_,
+    orthogonal,
+    orthogonal_,
+    trunc_normal,
+    trunc_normal_,
+    xavier_normal,
+    xavier_normal_,
+    xavier_uniform,
+    xavier_uniform_,
+)
 from weightops.reference.normalization import (
     batch_norm,
     layer_norm,
@@ -16,13 +35,30 @@ from weightops.reference.normalization import (
 
 __all__ = [
     "batch_norm",
+    "bias_prior",
     "clip",
     "clip_",
+    "fans",
+    "gain",
+    "he_normal",
+    "he_normal_",
+    "he_uniform",
+    "he_uniform_",
     "layer_norm",
+    "lecun_normal",
+    "lecun_normal_",
     "max_norm",
     "max_norm_",
+    "orthogonal",
+    "orthogonal_",
     "power_iteration",
     "spectral_norm",
     "standardize",
+    "trunc_normal",
+    "trunc_normal_",
     "weight_norm",
+    "xavier_normal",
+    "xavier_normal_",
+    "xavier_uniform",
+    "xavier_uniform_",
 ]
