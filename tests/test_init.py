@@ -208,7 +208,7 @@ def test_init_zeroes_biases_and_uses_layout_aware_fans() -> None:
     assert names == ["0.weight", "1.weight"]
     assert all(float(m.bias.detach().abs().max()) == 0.0 for m in net)
     fan_in, fan_out = WF.fans(net[0].weight, layout="io", groups=2)
-    assert float(net[0].weight.abs().max()) <= math.sqrt(6 / (fan_in + fan_out))
+    assert float(net[0].weight.detach().abs().max()) <= math.sqrt(6 / (fan_in + fan_out))
 
 
 def test_init_makes_each_lstm_gate_orthogonal() -> None:
