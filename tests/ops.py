@@ -179,6 +179,33 @@ def layer_norm_kwargs(shape: Shape) -> Kwargs:
     return st.integers(1, len(shape)).flatmap(with_k)
 
 
+#: Decay coefficients and learning rates, 0 included.
+RATE = st.one_of(st.just(0.0), st.floats(1e-4, 1.0))
+UNIT = st.one_of(st.just(0.0), st.floats(-1.0, 1.0, width=32))
+#: torch's CPU kernels for float16/bfloat16 round λ·w to the dtype before
+#: adding it to the gradient (as the optimizers' weight_decay does), so at
+#: cancellation the error is half an ulp of λ·w, not of the result: with
+#: |λ·w| <= 1, 2^-12 (float16) and 2^-9 (bfloat16).
+ROUNDED_PRODUCT = {torch.float16: (1e-3, 3e-4), torch.bfloat16: (1.6e-2, 2e-3)}
+
+
+def l2_grad_kwargs(shape: Shape) -> Kwargs:
+    # The first argument is the gradient; the weight is drawn here.
+    return st.fixed_dictionaries({"weight": array(shape, UNIT), "weight_decay": RATE})
+
+
+def weight_decay_kwargs(shape: Shape) -> Kwargs:
+    return st.fixed_dictionaries({"weight_decay": RATE, "lr": RATE})
+
+
+def l1_prox_kwargs(shape: Shape) -> Kwargs:
+    # Thresholds lr·weight_decay up to 50 against weights up to 100: some
+    # elements are zeroed, some not.
+    return st.fixed_dictionaries(
+        {"weight_decay": st.just(0.0) | st.floats(0.0, 10.0), "lr": st.floats(0.0, 5.0)}
+    )
+
+
 #: torch reduces a non-contiguous float32 tensor sequentially, so a norm of n
 #: terms carries a relative error up to about n/2 · 2^-24 (2.5e-6 measured for
 #: 200 equal terms, against 7e-8 contiguous); 3e-5 covers the 1024 elements
@@ -250,6 +277,9 @@ OPS: list[Op] = [
         elements=MODERATE,
         tolerance=NORMALIZED,
     ),
+    Op("l2_grad_", l2_grad_kwargs, tolerance=ROUNDED_PRODUCT),
+    Op("weight_decay_", weight_decay_kwargs),
+    Op("l1_prox_", l1_prox_kwargs),
     Op("fans", fans_kwargs, shape=shapes(min_dims=2, max_side=6)),
     Op(
         "bias_prior",

@@ -9,6 +9,7 @@ model-level application (:func:`parametrize`, :func:`apply_`,
 
 from weightops._select import shared_parameters
 from weightops.apply import Constraint, apply_, constrain, parametrize, unparametrize
+from weightops.decay import Decay, decay, param_groups
 from weightops.fold import fold_batch_norm
 from weightops.init import init_, init_bias_prior_
 from weightops.seed import SeedState, seed_everything
@@ -28,6 +29,7 @@ __all__ = [
     "Clip",
     "Compose",
     "Constraint",
+    "Decay",
     "MaxNorm",
     "SeedState",
     "SpectralNorm",
@@ -37,9 +39,11 @@ __all__ = [
     "__version__",
     "apply_",
     "constrain",
+    "decay",
     "fold_batch_norm",
     "init_",
     "init_bias_prior_",
+    "param_groups",
     "parametrize",
     "seed_everything",
     "shared_parameters",

@@ -248,6 +248,45 @@ def _optimizer_params(optimizer: torch.optim.Optimizer) -> Iterator[tuple[str, T
             yield f"param_groups[{g}].params[{i}]", p
 
 
+def optimizer_targets(
+    op: str, optimizer: torch.optim.Optimizer, where: Where, model: nn.Module | None
+) -> list[tuple[list[str], Tensor, nn.Module | None]]:
+    """The parameters ``optimizer`` updates that ``where`` selects, each once,
+    as (names, parameter, owning module or None).
+
+    With a model, ``where`` selects by module and name as :func:`select`
+    does (plain parameters only); without one there are no names or modules:
+    ``None`` takes every parameter with two or more dimensions (the weights)
+    and a callable receives ``(name, None, param)`` with names like
+    ``"param_groups[0].params[1]"``.
+    """
+    updated = {id(p) for _, p in _optimizer_params(optimizer)}
+    named: list[tuple[list[str], Tensor, nn.Module | None]]
+    if model is not None:
+        targets = select(model, where, op)
+        _check_plain(op, targets)
+        named = [(t.names, t.value, t.owners[0][0]) for t in targets if id(t.value) in updated]
+    elif where is None:
+        named = [([n], p, None) for n, p in _optimizer_params(optimizer) if p.ndim >= 2]
+    elif callable(where) and not isinstance(where, type):
+        call = cast(Any, where)
+        named = [([n], p, None) for n, p in _optimizer_params(optimizer) if call(n, None, p)]
+    else:
+        raise ValueError(
+            f"{op}: where must be None or a callable when model is None, got {where!r}; "
+            "pass model= to select by name or module type"
+        )
+    once: dict[int, tuple[list[str], Tensor, nn.Module | None]] = {}
+    for entry in named:
+        once.setdefault(id(entry[1]), entry)
+    if not once:
+        raise ValueError(
+            f"{op}: where must select at least one parameter the optimizer updates, got "
+            f"where={where!r}, which selects none"
+        )
+    return list(once.values())
+
+
 def constrain(
     optimizer: torch.optim.Optimizer,
     t: Transform,
@@ -289,27 +328,7 @@ def constrain(
             f"constrain: optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
         )
     _check_transform("constrain", t)
-    updated = {id(p) for _, p in _optimizer_params(optimizer)}
-    named: list[tuple[list[str], Tensor, nn.Module | None]]
-    if model is not None:
-        targets = select(model, where, "constrain")
-        _check_plain("constrain", targets)
-        named = [(tg.names, tg.value, tg.owners[0][0]) for tg in targets if id(tg.value) in updated]
-    elif where is None:
-        named = [([n], p, None) for n, p in _optimizer_params(optimizer) if p.ndim >= 2]
-    elif callable(where) and not isinstance(where, type):
-        call = cast(Any, where)
-        named = [([n], p, None) for n, p in _optimizer_params(optimizer) if call(n, None, p)]
-    else:
-        raise ValueError(
-            f"constrain: where must be None or a callable when model is None, got {where!r}; "
-            "pass model= to select by name or module type"
-        )
-    if not named:
-        raise ValueError(
-            f"constrain: where must select at least one parameter the optimizer updates, got "
-            f"where={where!r}, which selects none"
-        )
+    named = optimizer_targets("constrain", optimizer, where, model)
     for _, p, _ in named:
         t.check(p)
     projections: list[tuple[Transform, Tensor]] = []

@@ -5,6 +5,7 @@ Ops whose name ends in ``_`` work in place and return their argument.
 """
 
 from weightops.functional.clip import clip, clip_, max_norm, max_norm_
+from weightops.functional.decay import l1_prox_, l2_grad_, weight_decay_
 from weightops.functional.init import (
     bias_prior,
     fans,
@@ -44,6 +45,8 @@ __all__ = [
     "he_normal_",
     "he_uniform",
     "he_uniform_",
+    "l1_prox_",
+    "l2_grad_",
     "layer_norm",
     "lecun_normal",
     "lecun_normal_",
@@ -56,6 +59,7 @@ __all__ = [
     "standardize",
     "trunc_normal",
     "trunc_normal_",
+    "weight_decay_",
     "weight_norm",
     "xavier_normal",
     "xavier_normal_",
