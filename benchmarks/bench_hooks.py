@@ -114,7 +114,7 @@ def _clip_cases(
             "clip_grads(max_norm) on Adam",
             "training step",
             weight,
-            _stepper(copy_of(), adam, lambda o, m: clip_grads(o, max_norm=1.0, nonfinite="skip")),
+            _stepper(copy_of(), adam, lambda o, m: clip_grads(o, max_norm=1.0, nonfinite="zero")),
             torch_equivalent=_stepper(
                 copy_of(),
                 adam,

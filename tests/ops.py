@@ -393,6 +393,16 @@ for _suffix in ("", "_"):
         RandomOp("trunc_normal" + _suffix, _trunc_kwargs, _trunc),
     ]
 
-#: Functional ops checked by their own tests (tests/test_init.py): gain takes
-#: no tensor; an orthogonal matrix is checked by WᵀW = I, not element by element.
-CHECKED_ELSEWHERE = ("gain", "orthogonal", "orthogonal_")
+#: Functional ops checked against their twins by their own tests: gain takes
+#: no tensor and an orthogonal matrix is checked by WᵀW = I (tests/test_init.py);
+#: the gradient ops take parameters with .grad, not one weight
+#: (GRAD_OPS in tests/test_gradients.py).
+CHECKED_ELSEWHERE = (
+    "gain",
+    "orthogonal",
+    "orthogonal_",
+    "adaptive_clip_grad_",
+    "clip_grad_norm_",
+    "clip_grad_value_",
+    "grad_stats",
+)

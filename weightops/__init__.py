@@ -9,8 +9,10 @@ model-level application (:func:`parametrize`, :func:`apply_`,
 
 from weightops._select import shared_parameters
 from weightops.apply import Constraint, apply_, constrain, parametrize, unparametrize
+from weightops.clip_grads import GradClipping, clip_grads
 from weightops.decay import Decay, decay, param_groups
 from weightops.fold import fold_batch_norm
+from weightops.functional.gradients import GradStats
 from weightops.init import init_, init_bias_prior_
 from weightops.seed import SeedState, seed_everything
 from weightops.transforms import (
@@ -30,6 +32,8 @@ __all__ = [
     "Compose",
     "Constraint",
     "Decay",
+    "GradClipping",
+    "GradStats",
     "MaxNorm",
     "SeedState",
     "SpectralNorm",
@@ -38,6 +42,7 @@ __all__ = [
     "WeightNorm",
     "__version__",
     "apply_",
+    "clip_grads",
     "constrain",
     "decay",
     "fold_batch_norm",

@@ -6,6 +6,12 @@ the tests round them to the op's dtype before comparing.
 
 from weightops.reference.clip import clip, clip_, max_norm, max_norm_
 from weightops.reference.decay import l1_prox_, l2_grad_, weight_decay_
+from weightops.reference.gradients import (
+    adaptive_clip_grad_,
+    clip_grad_norm_,
+    clip_grad_value_,
+    grad_stats,
+)
 from weightops.reference.init import (
     bias_prior,
     fans,
@@ -35,12 +41,16 @@ from weightops.reference.normalization import (
 )
 
 __all__ = [
+    "adaptive_clip_grad_",
     "batch_norm",
     "bias_prior",
     "clip",
     "clip_",
+    "clip_grad_norm_",
+    "clip_grad_value_",
     "fans",
     "gain",
+    "grad_stats",
     "he_normal",
     "he_normal_",
     "he_uniform",
