@@ -90,7 +90,7 @@ def init_(
     >>> net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
     >>> wo.init_(net, "he_normal")
     ['0.weight', '2.weight']
-    >>> float(net[0].bias.abs().max())
+    >>> float(net[0].bias.detach().abs().max())
     0.0
     """
     op = "init_"
