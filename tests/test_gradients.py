@@ -621,3 +621,15 @@ def test_clip_grads_refuses_skip_which_a_hook_cannot_do() -> None:
     opt = torch.optim.SGD(_model().parameters(), lr=0.1)
     with pytest.raises(ValueError, match="nonfinite must be 'raise' or 'zero'"):
         clip_grads(opt, max_norm=1.0, nonfinite="skip")
+
+
+def test_clip_grads_zero_keeps_the_weights_finite_after_a_nan_gradient() -> None:
+    net = _model()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    clip_grads(opt, max_norm=1.0, nonfinite="zero")
+    _backward(net, 0)
+    grad = next(iter(net.parameters())).grad
+    assert grad is not None
+    grad.view(-1)[0] = math.nan
+    opt.step()
+    assert all(bool(torch.isfinite(p).all()) for p in net.parameters())

@@ -315,3 +315,58 @@ def test_seed_everything_returns_a_state_that_restores() -> None:
     state.restore()
     assert (torch.rand(3).tolist(), random.random()) == (expected[0].tolist(), expected[1])
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_bias_prior_of_integer_class_counts_is_not_truncated() -> None:
+    counts = torch.tensor([70, 20, 10])
+    bias = WF.bias_prior(counts, kind="softmax")
+    assert bias.dtype == torch.float64
+    torch.testing.assert_close(
+        torch.softmax(bias, 0), torch.tensor([0.7, 0.2, 0.1], dtype=torch.float64)
+    )
+
+
+def test_init_zeroes_recurrent_biases_too() -> None:
+    lstm = nn.LSTM(4, 8)
+    with torch.no_grad():
+        for p in (lstm.bias_ih_l0, lstm.bias_hh_l0):
+            p.fill_(3.0)
+    wo.init_(lstm, "xavier_uniform")
+    assert float(lstm.bias_ih_l0.detach().abs().max()) == 0.0
+    assert float(lstm.bias_hh_l0.detach().abs().max()) == 0.0
+
+
+def test_init_checks_every_scheme_before_drawing_any() -> None:
+    net = nn.Sequential(nn.Linear(4, 4), nn.Conv2d(2, 2, 1))
+    before = copy.deepcopy(net.state_dict())
+    with pytest.raises(ValueError, match="std must"):
+        wo.init_(net, {nn.Linear: "he_normal", nn.Conv2d: "trunc_normal"}, std=-1.0)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_init_uses_three_gates_for_a_gru() -> None:
+    gru = nn.GRU(10, 20)
+    wo.init_(gru, "xavier_uniform", nonlinearity="linear")
+    bound = math.sqrt(6 / (10 + 20))  # one (20, 10) gate block, not (60, 10)
+    assert float(gru.weight_ih_l0.detach().abs().max()) <= bound
+    assert float(gru.weight_ih_l0.detach().abs().max()) > math.sqrt(6 / (10 + 30))
+
+
+def test_seed_state_restore_puts_back_numpy_flags_and_environment() -> None:
+    import os
+
+    np.random.seed(5)  # noqa: NPY002 - the global generator is under test
+    expected = np.random.random()  # noqa: NPY002
+    np.random.seed(5)  # noqa: NPY002
+    environ = {name: os.environ.get(name) for name in ("PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG")}
+    flags = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    state = wo.seed_everything(1)
+    state.restore()
+    assert np.random.random() == expected  # noqa: NPY002
+    assert {name: os.environ.get(name) for name in environ} == environ
+    assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == flags
+
+
+def test_seed_must_be_an_int() -> None:
+    with pytest.raises(TypeError, match="seed must"):
+        wo.seed_everything(1.0)  # type: ignore[arg-type]

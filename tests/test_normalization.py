@@ -403,3 +403,24 @@ def test_half_precision_zero_vector_power_iteration_is_finite() -> None:
     )
     assert all(bool(torch.isfinite(t).all()) for t in (r.u, r.v, r.sigma))
     np.testing.assert_array_equal(r.u.numpy(), 0)
+
+
+def test_spectral_norm_in_eval_mode_leaves_u_and_v_alone() -> None:
+    for scale_outputs in (True, False):
+        module = nn.Linear(6, 5)
+        t = wo.parametrize(module, wo.SpectralNorm(), scale_outputs=scale_outputs)["weight"]
+        module.eval()
+        u, v = t._u.clone(), t._v.clone()  # type: ignore[union-attr]
+        module(torch.randn(2, 6))
+        _ = module.weight
+        assert torch.equal(t._u, u) and torch.equal(t._v, v)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [nn.Conv1d(2, 3, 3), nn.Conv2d(2, 3, 3), nn.Conv3d(2, 3, 3)],
+    ids=lambda m: type(m).__name__,
+)
+def test_scaled_outputs_are_used_on_convolutions(layer: nn.Module) -> None:
+    wo.parametrize(layer, wo.WeightNorm())
+    assert type(layer).forward.__name__ == "_scaled_forward"

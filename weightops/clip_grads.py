@@ -113,15 +113,17 @@ def clip_grads(
 
     Non-finite gradients are judged by the total norm: ``"raise"`` raises
     ``ValueError`` from ``step()`` naming the first parameter
-    (``param_groups[g].params[i]``) whose gradient is not finite, before any
-    gradient or weight changes, which reads one value on the host per step (a
-    device synchronization); ``"zero"`` sets non-finite elements to zero
-    first (a plain SGD step then leaves those weights alone; optimizers with
-    momentum still move them). ``"skip"`` is refused here: a step pre-hook
-    cannot cancel the step, and stepping with the unchanged non-finite
-    gradients is exactly what the policy is there to prevent; call
-    :func:`~weightops.functional.clip_grad_norm_` with ``nonfinite="skip"``
-    and skip the step yourself when its norm is not finite.
+    (``param_groups[g].params[i]``) whose gradient is not finite, before this
+    hook changes any gradient (hooks registered earlier, such as a
+    ``wo.decay``, have already run: register ``clip_grads`` first), which reads
+    one value on the host per step (a device synchronization); ``"zero"`` sets
+    non-finite elements to zero first (a plain SGD step then leaves those
+    weights alone; optimizers with momentum still move them). ``"skip"`` is
+    refused here: a step pre-hook cannot cancel the step, and stepping with the
+    unchanged non-finite gradients is exactly what the policy is there to
+    prevent; call :func:`~weightops.functional.clip_grad_norm_` with
+    ``nonfinite="skip"`` and skip the step yourself when its norm is not
+    finite.
 
     Args:
         optimizer: the optimizer whose parameters' gradients to clip.

@@ -8,6 +8,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from weightops._checks import check_real
 from weightops._select import Target, Where, select
 from weightops.functional import init as I
 
@@ -111,7 +112,10 @@ def init_(
         if name not in SCHEMES:
             raise ValueError(f"{op}: scheme must be one of {sorted(SCHEMES)}, got {name!r}")
         options = _options(name, module, attr, nonlinearity, param, std)
-        # Fans and gains are checked here, before any weight is drawn.
+        # Fans, gain and std are checked here, before any weight is drawn.
+        I.gain(nonlinearity, param)
+        if name == "trunc_normal":
+            check_real(op, "std", std, low=0.0, low_open=True)
         if "layout" in options:
             I.fans(
                 target.value,
@@ -123,12 +127,18 @@ def init_(
     for target, draw, options in plan:
         draw(target.value, generator=generator, **options)
         if bias is not None:
-            for owner, _ in target.owners:
-                owner_bias = getattr(owner, "bias", None)
+            for owner, attr in target.owners:
+                owner_bias = getattr(owner, _bias_name(attr), None)
                 if isinstance(owner_bias, Tensor):
                     with torch.no_grad():
                         owner_bias.fill_(bias)
     return [name for target, _, _ in plan for name in target.names]
+
+
+def _bias_name(weight_name: str) -> str:
+    """The bias that goes with a weight: ``bias`` for ``weight``, ``bias_ih_l0``
+    for a recurrent layer's ``weight_ih_l0``."""
+    return "bias" + weight_name.removeprefix("weight")
 
 
 def _scheme_for(module: nn.Module, schemes: Mapping[type[nn.Module], str]) -> str | None:

@@ -71,7 +71,9 @@ def seed_everything(seed: int, deterministic: bool = True) -> SeedState:
     True
     >>> state.restore()
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed_everything: seed must be an int in [0, 2**32), got {seed!r}")
+    if not 0 <= seed < 2**32:
         raise ValueError(f"seed_everything: seed must be an int in [0, 2**32), got {seed!r}")
     if not isinstance(deterministic, bool):
         raise TypeError(f"seed_everything: deterministic must be a bool, got {deterministic!r}")

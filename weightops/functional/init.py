@@ -361,7 +361,8 @@ def bias_prior(
 ) -> Tensor:
     """An output bias that makes the untrained model predict the class frequencies ``p``.
 
-    Computed in float64 and returned in ``p``'s dtype (float64 for numbers).
+    Computed in float64 and returned in ``p``'s dtype when it is a floating
+    tensor (float64 for numbers, sequences and integer counts).
     ``kind="sigmoid"`` (binary or multi-label outputs): b = log(p / (1 − p))
     per output, so sigmoid(b) = p. ``kind="softmax"``: b_k = log p_k − mean_k
     log p_k (``p`` normalized to sum 1), so softmax(b) = p; softmax is blind to
@@ -396,5 +397,8 @@ def bias_prior(
     else:
         logs = torch.log(probs / probs.sum())
         bias = logs - logs.mean()
-    # Computed in float64; a tensor's dtype and device come back.
-    return bias.to(p.dtype, copy=False) if isinstance(p, Tensor) else bias
+    # Computed in float64; a floating tensor's dtype and device come back
+    # (class counts given as integers get a float64 bias, not truncated logs).
+    if isinstance(p, Tensor):
+        return bias.to(p.device, p.dtype if p.is_floating_point() else torch.float64)
+    return bias
