@@ -40,6 +40,9 @@ class Op:
     elements: st.SearchStrategy[float] = ELEMENTS
     #: Per-dtype (rtol, atol) merged over weightops.testing.TOLERANCES.
     tolerance: Mapping[torch.dtype, tuple[float, float]] = field(default_factory=dict)
+    #: False for ops whose float outputs have a dtype of their own (float32
+    #: quantization parameters); they are compared in that dtype.
+    keeps_dtype: bool = True
 
     @property
     def inplace(self) -> bool:
@@ -249,6 +252,31 @@ def bias_prior_kwargs(shape: Shape) -> Kwargs:
     return st.fixed_dictionaries({"kind": st.sampled_from(["sigmoid", "softmax"])})
 
 
+def quantization_kwargs(shape: Shape) -> Kwargs:
+    def granularity(symmetric: bool) -> Kwargs:
+        axes = st.integers(-len(shape), len(shape) - 1) if shape else st.nothing()
+        last = shape[-1] if shape else 0
+        groups = st.sampled_from([g for g in range(1, last + 1) if last % g == 0] or [1])
+        per = st.sampled_from(["tensor", "channel", "group"] if shape and last else ["tensor"])
+        return per.flatmap(
+            lambda kind: st.fixed_dictionaries(
+                {
+                    "bits": st.integers(2, 16),
+                    "symmetric": st.just(symmetric),
+                    "preserve_zero": st.just(True) if symmetric else st.booleans(),
+                    "axis": axes if kind == "channel" else st.none(),
+                    "group_size": groups if kind == "group" else st.none(),
+                }
+            )
+        )
+
+    return st.booleans().flatmap(granularity)
+
+
+#: Codes, scales and zero points are exact: the reference repeats the
+#: float32 arithmetic.
+EXACT = {dtype: (0.0, 0.0) for dtype in DTYPES}
+
 OPS: list[Op] = [
     Op("clip", clip_kwargs),
     Op("clip_", clip_kwargs),
@@ -280,6 +308,9 @@ OPS: list[Op] = [
     Op("l2_grad_", l2_grad_kwargs, tolerance=ROUNDED_PRODUCT),
     Op("weight_decay_", weight_decay_kwargs),
     Op("l1_prox_", l1_prox_kwargs),
+    Op("quantize_params", quantization_kwargs, tolerance=EXACT, keeps_dtype=False),
+    Op("quantize", quantization_kwargs),
+    Op("fake_quantize", quantization_kwargs, tolerance=EXACT),
     Op("fans", fans_kwargs, shape=shapes(min_dims=2, max_side=6)),
     Op(
         "bias_prior",
@@ -396,8 +427,10 @@ for _suffix in ("", "_"):
 #: Functional ops checked against their twins by their own tests: gain takes
 #: no tensor and an orthogonal matrix is checked by WᵀW = I (tests/test_init.py);
 #: the gradient ops take parameters with .grad, not one weight
-#: (GRAD_OPS in tests/test_gradients.py).
+#: (GRAD_OPS in tests/test_gradients.py); dequantize takes integer codes
+#: (its round trip with quantize, in tests/test_quantization.py).
 CHECKED_ELSEWHERE = (
+    "dequantize",
     "gain",
     "orthogonal",
     "orthogonal_",

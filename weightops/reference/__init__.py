@@ -39,6 +39,12 @@ from weightops.reference.normalization import (
     standardize,
     weight_norm,
 )
+from weightops.reference.quantization import (
+    dequantize,
+    fake_quantize,
+    quantize,
+    quantize_params,
+)
 
 __all__ = [
     "adaptive_clip_grad_",
@@ -48,6 +54,8 @@ __all__ = [
     "clip_",
     "clip_grad_norm_",
     "clip_grad_value_",
+    "dequantize",
+    "fake_quantize",
     "fans",
     "gain",
     "grad_stats",
@@ -65,6 +73,8 @@ __all__ = [
     "orthogonal",
     "orthogonal_",
     "power_iteration",
+    "quantize",
+    "quantize_params",
     "spectral_norm",
     "standardize",
     "trunc_normal",
