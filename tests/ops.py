@@ -273,6 +273,38 @@ def quantization_kwargs(shape: Shape) -> Kwargs:
     return st.booleans().flatmap(granularity)
 
 
+#: Magnitudes that repeat, so that masks meet ties (the index tie-break).
+TIED = st.one_of(st.sampled_from([0.0, -0.0, 0.5, -0.5, 1.0, 3.0]), ELEMENTS)
+
+
+def threshold_mask_kwargs(shape: Shape) -> Kwargs:
+    return st.fixed_dictionaries(
+        {"threshold": st.sampled_from([0.0, 0.5, 1.0]) | st.floats(0.0, 120.0)}
+    )
+
+
+def magnitude_mask_kwargs(shape: Shape) -> Kwargs:
+    return st.fixed_dictionaries(
+        {
+            "sparsity": st.sampled_from([0.0, 0.5, 1.0]) | st.floats(0.0, 1.0),
+            "dim": dims(shape, optional=True),
+        }
+    )
+
+
+def nm_mask_kwargs(shape: Shape) -> Kwargs:
+    def for_dim(d: int) -> Kwargs:
+        size = shape[d]
+        divisors = [m for m in range(1, size + 1) if size % m == 0] or [1, 2, 4]
+        return st.sampled_from(divisors).flatmap(
+            lambda m: st.fixed_dictionaries(
+                {"n": st.integers(0, m), "m": st.just(m), "dim": st.just(d)}
+            )
+        )
+
+    return dims(shape, optional=False).flatmap(for_dim)
+
+
 #: Codes, scales and zero points are exact: the reference repeats the
 #: float32 arithmetic.
 EXACT = {dtype: (0.0, 0.0) for dtype in DTYPES}
@@ -311,6 +343,9 @@ OPS: list[Op] = [
     Op("quantize_params", quantization_kwargs, tolerance=EXACT, keeps_dtype=False),
     Op("quantize", quantization_kwargs),
     Op("fake_quantize", quantization_kwargs, tolerance=EXACT),
+    Op("threshold_mask", threshold_mask_kwargs, elements=TIED),
+    Op("magnitude_mask", magnitude_mask_kwargs, elements=TIED),
+    Op("nm_mask", nm_mask_kwargs, shape=shapes(min_dims=1), elements=TIED),
     Op("fans", fans_kwargs, shape=shapes(min_dims=2, max_side=6)),
     Op(
         "bias_prior",

@@ -45,6 +45,7 @@ from weightops.functional.quantization import (
     quantize,
     quantize_params,
 )
+from weightops.functional.sparsity import magnitude_mask, nm_mask, threshold_mask
 
 __all__ = [
     "adaptive_clip_grad_",
@@ -68,8 +69,10 @@ __all__ = [
     "layer_norm",
     "lecun_normal",
     "lecun_normal_",
+    "magnitude_mask",
     "max_norm",
     "max_norm_",
+    "nm_mask",
     "orthogonal",
     "orthogonal_",
     "power_iteration",
@@ -77,6 +80,7 @@ __all__ = [
     "quantize_params",
     "spectral_norm",
     "standardize",
+    "threshold_mask",
     "trunc_normal",
     "trunc_normal_",
     "weight_decay_",
