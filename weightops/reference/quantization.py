@@ -79,6 +79,23 @@ def _codes(
     return np.clip(raw, q_min, q_max).astype(np.int32)
 
 
+def _given_or_computed(
+    w: np.ndarray,
+    scale: Any,
+    zero_point: Any,
+    bits: int,
+    symmetric: bool,
+    axis: int | None,
+    group_size: int | None,
+    preserve_zero: bool,
+) -> tuple[Any, Any]:
+    if scale is not None:
+        return scale, zero_point
+    return quantize_params(
+        w, bits, symmetric=symmetric, axis=axis, group_size=group_size, preserve_zero=preserve_zero
+    )
+
+
 def quantize(
     weight: np.ndarray,
     scale: Any = None,
@@ -92,15 +109,9 @@ def quantize(
 ) -> np.ndarray:
     """Reference :func:`weightops.functional.quantize`."""
     w = np.asarray(weight)
-    if scale is None:
-        scale, zero_point = quantize_params(
-            w,
-            bits,
-            symmetric=symmetric,
-            axis=axis,
-            group_size=group_size,
-            preserve_zero=preserve_zero,
-        )
+    scale, zero_point = _given_or_computed(
+        w, scale, zero_point, bits, symmetric, axis, group_size, preserve_zero
+    )
     view, _ = _grouped(w, axis, group_size)
     return _codes(
         view, np.asarray(scale), np.asarray(zero_point), *_range(bits, symmetric)
@@ -143,15 +154,9 @@ def fake_quantize(
 ) -> np.ndarray:
     """Reference :func:`weightops.functional.fake_quantize` (float32 arithmetic, float64 result)."""
     w = np.asarray(weight)
-    if scale is None:
-        scale, zero_point = quantize_params(
-            w,
-            bits,
-            symmetric=symmetric,
-            axis=axis,
-            group_size=group_size,
-            preserve_zero=preserve_zero,
-        )
+    scale, zero_point = _given_or_computed(
+        w, scale, zero_point, bits, symmetric, axis, group_size, preserve_zero
+    )
     codes = quantize(
         w, scale, zero_point, bits=bits, symmetric=symmetric, axis=axis, group_size=group_size
     )
