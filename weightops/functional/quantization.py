@@ -164,6 +164,12 @@ def _codes(
     return raw, torch.clamp(raw, q_min, q_max).to(torch.int32)
 
 
+def _values(codes: Tensor, scale: Tensor, zero_point: Tensor) -> Tensor:
+    """``(q − zero_point) · scale``, or ``q · scale + w_min`` for a float zero point (float32)."""
+    q = codes.float()
+    return q * scale + zero_point if zero_point.is_floating_point() else (q - zero_point) * scale
+
+
 def _resolve(
     op: str,
     weight: Tensor,
@@ -241,9 +247,7 @@ def dequantize(
         if group_size is None
         else codes.reshape(*codes.shape[:-1], codes.shape[-1] // group_size, group_size)
     )
-    q = view.float()
-    values = q * scale + zero_point if zero_point.is_floating_point() else (q - zero_point) * scale
-    return values.reshape(codes.shape).to(dtype)
+    return _values(view, scale, zero_point).reshape(codes.shape).to(dtype)
 
 
 class _FakeQuantize(torch.autograd.Function):
@@ -253,11 +257,7 @@ class _FakeQuantize(torch.autograd.Function):
     ) -> Tensor:
         raw, codes = _codes(view, scale, zero_point, q_min, q_max)
         ctx.save_for_backward((raw >= q_min) & (raw <= q_max))
-        q = codes.float()
-        values = (
-            q * scale + zero_point if zero_point.is_floating_point() else (q - zero_point) * scale
-        )
-        return values.to(view.dtype)
+        return _values(codes, scale, zero_point).to(view.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
