@@ -14,11 +14,15 @@ from weightops.decay import Decay, decay, param_groups
 from weightops.fold import fold_batch_norm
 from weightops.functional.gradients import GradStats
 from weightops.init import init_, init_bias_prior_
+from weightops.prune import IterativePruning, PruningSchedule, prune_gradually, reprune_
 from weightops.seed import SeedState, seed_everything
 from weightops.transforms import (
     Clip,
     Compose,
+    FakeQuantize,
     MaxNorm,
+    Prune,
+    Sparsify,
     SpectralNorm,
     Standardize,
     Transform,
@@ -32,10 +36,15 @@ __all__ = [
     "Compose",
     "Constraint",
     "Decay",
+    "FakeQuantize",
     "GradClipping",
     "GradStats",
+    "IterativePruning",
     "MaxNorm",
+    "Prune",
+    "PruningSchedule",
     "SeedState",
+    "Sparsify",
     "SpectralNorm",
     "Standardize",
     "Transform",
@@ -50,6 +59,8 @@ __all__ = [
     "init_bias_prior_",
     "param_groups",
     "parametrize",
+    "prune_gradually",
+    "reprune_",
     "seed_everything",
     "shared_parameters",
     "unparametrize",

@@ -33,15 +33,21 @@ def _plist(module: nn.Module, attr: str) -> P.ParametrizationList:
     return cast(P.ParametrizationList, cast(nn.ModuleDict, module.parametrizations)[attr])
 
 
-def _set_up(t: Transform, targets: list[Target]) -> list[Transform]:
-    """A deep copy of ``t`` set up for each target, before anything is changed."""
+def _set_up(t: Transform, weights: list[tuple[Tensor, nn.Module | None]]) -> list[Transform]:
+    """A deep copy of ``t`` set up for each (weight, owning module), then set up
+    jointly (``t.setup_joint``), before anything is changed."""
     owns = []
     with torch.no_grad():
-        for target in targets:
+        for weight, module in weights:
             own = copy.deepcopy(t)
-            own.setup(target.value, target.owners[0][0])
+            own.setup(weight, module)
             owns.append(own)
+        t.setup_joint(owns, [weight for weight, _ in weights])
     return owns
+
+
+def _owned(targets: list[Target]) -> list[tuple[Tensor, nn.Module | None]]:
+    return [(target.value, target.owners[0][0]) for target in targets]
 
 
 def _check_transform(op: str, t: Any) -> None:
@@ -105,7 +111,7 @@ def parametrize(
     for target in targets:
         t.check(target.value)
     # Every copy is set up before any module changes: setup may refuse a weight.
-    owns = _set_up(t, targets)
+    owns = _set_up(t, _owned(targets))
     registered: dict[str, Transform] = {}
     for target, own in zip(targets, owns, strict=True):
         (m0, a0), *others = target.owners
@@ -214,7 +220,7 @@ def apply_(model: nn.Module, t: Transform, where: Where = None) -> list[str]:
     for target in targets:
         t.check(target.value)
     # Every copy is set up before any weight changes: setup may refuse a weight.
-    owns = _set_up(t, targets)
+    owns = _set_up(t, _owned(targets))
     with torch.no_grad():
         for target, own in zip(targets, owns, strict=True):
             own.project_(target.value)
@@ -331,13 +337,10 @@ def constrain(
     named = optimizer_targets("constrain", optimizer, where, model)
     for _, p, _ in named:
         t.check(p)
-    projections: list[tuple[Transform, Tensor]] = []
+    owns = _set_up(t, [(p, module) for _, p, module in named])
+    projections = [(own, p) for own, (_, p, _) in zip(owns, named, strict=True)]
     transforms: dict[str, Transform] = {}
-    for names, p, module in named:
-        own = copy.deepcopy(t)
-        with torch.no_grad():
-            own.setup(p, module)
-        projections.append((own, p))
+    for own, (names, _, _) in zip(owns, named, strict=True):
         transforms.update(dict.fromkeys(names, own))
 
     def project(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:

@@ -3,5 +3,18 @@
 from weightops.transforms.base import Compose, Transform
 from weightops.transforms.clip import Clip, MaxNorm
 from weightops.transforms.normalization import SpectralNorm, Standardize, WeightNorm
+from weightops.transforms.quantization import FakeQuantize
+from weightops.transforms.sparsity import Prune, Sparsify
 
-__all__ = ["Clip", "Compose", "MaxNorm", "SpectralNorm", "Standardize", "Transform", "WeightNorm"]
+__all__ = [
+    "Clip",
+    "Compose",
+    "FakeQuantize",
+    "MaxNorm",
+    "Prune",
+    "Sparsify",
+    "SpectralNorm",
+    "Standardize",
+    "Transform",
+    "WeightNorm",
+]

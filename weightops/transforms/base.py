@@ -13,6 +13,10 @@ NumPy reference. Everything else is optional and has a default:
   norm picks its dim from the layer type). Every model-level form calls it
   once per weight before first use, so a freshly built model set up the same
   way has the same ``state_dict`` keys.
+* ``setup_joint(copies, weights)``: called once on the transform passed to a
+  model-level call, after ``setup`` of each per-weight copy, with every copy
+  and the weight it was set up for; state that depends on all selected
+  weights at once (global-scope pruning's single threshold) is set here.
 * ``project_(weight)``: overwrite ``weight`` with ``forward(weight)``, in
   place; override it where that can be done without a temporary.
 * ``check(weight)``: raise ``TypeError``/``ValueError`` if this transform
@@ -26,7 +30,8 @@ statistics.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -83,6 +88,10 @@ class Transform(nn.Module):
 
     def setup(self, weight: Tensor, module: nn.Module | None = None) -> None:
         """Create the state for ``weight`` held by ``module``; the default has none."""
+
+    def setup_joint(self, copies: Sequence[Transform], weights: Sequence[Tensor]) -> None:
+        """Set state that depends on all selected weights; ``copies[i]`` was set up
+        for ``weights[i]``. The default has none."""
 
     def project_(self, weight: Tensor) -> Tensor:
         """Overwrite ``weight`` with its transformed value and return it."""
@@ -183,6 +192,16 @@ class Compose(Transform):
             if i + 1 < len(members):
                 with torch.no_grad():
                     x = t(*stored(t, x))
+
+    def setup_joint(self, copies: Sequence[Transform], weights: Sequence[Tensor]) -> None:
+        xs = list(weights)
+        members = self._members()
+        for i, t in enumerate(members):
+            own = [cast(Compose, c)._members()[i] for c in copies]
+            t.setup_joint(own, xs)
+            if i + 1 < len(members):
+                with torch.no_grad():
+                    xs = [c(*stored(c, x)) for c, x in zip(own, xs, strict=True)]
 
     def project_(self, weight: Tensor) -> Tensor:
         for t in self._members():
