@@ -16,6 +16,13 @@ from weightops.functional.gradients import GradStats
 from weightops.init import init_, init_bias_prior_
 from weightops.prune import IterativePruning, PruningSchedule, prune_gradually, reprune_
 from weightops.seed import SeedState, seed_everything
+from weightops.storage import (
+    QuantizedTensor,
+    load_quantized,
+    pack_bits,
+    save_quantized,
+    unpack_bits,
+)
 from weightops.transforms import (
     Clip,
     Compose,
@@ -43,6 +50,7 @@ __all__ = [
     "MaxNorm",
     "Prune",
     "PruningSchedule",
+    "QuantizedTensor",
     "SeedState",
     "Sparsify",
     "SpectralNorm",
@@ -57,11 +65,15 @@ __all__ = [
     "fold_batch_norm",
     "init_",
     "init_bias_prior_",
+    "load_quantized",
+    "pack_bits",
     "param_groups",
     "parametrize",
     "prune_gradually",
     "reprune_",
+    "save_quantized",
     "seed_everything",
     "shared_parameters",
+    "unpack_bits",
     "unparametrize",
 ]

@@ -210,7 +210,7 @@ def _check_step(op: str, name: str, value: Any, low: int) -> int:
         fail(op, name, f"an int >= {low}", value, TypeError)
     if value < low:
         fail(op, name, f"an int >= {low}", value)
-    return value
+    return int(value)
 
 
 def prune_gradually(
