@@ -36,7 +36,7 @@ from torch import Tensor
 from weightops._checks import check_weight, fail
 from weightops.functional.quantization import (
     QuantParams,
-    _check,
+    check_quantization,
     code_range,
     dequantize,
     quantize,
@@ -338,7 +338,7 @@ class QuantizedTensor:
             fail(op, "dtype", "float16, bfloat16, float32 or float64", dtype, TypeError)
         # The quantization ops' own checks of bits, flags, axis and group_size
         # against the shape, asked of a meta tensor: no data, no computation.
-        _check(
+        check_quantization(
             op, torch.empty(shape, device="meta"), bits, symmetric, axis, group_size, preserve_zero
         )
         self.shape = torch.Size(shape)

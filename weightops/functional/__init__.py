@@ -42,10 +42,17 @@ from weightops.functional.normalization import (
 from weightops.functional.quantization import (
     dequantize,
     fake_quantize,
+    fake_quantize_,
     quantize,
     quantize_params,
 )
-from weightops.functional.sparsity import magnitude_mask, nm_mask, threshold_mask
+from weightops.functional.sparsity import (
+    magnitude_mask,
+    nm_mask,
+    sparsify,
+    sparsify_,
+    threshold_mask,
+)
 
 __all__ = [
     "adaptive_clip_grad_",
@@ -57,6 +64,7 @@ __all__ = [
     "clip_grad_value_",
     "dequantize",
     "fake_quantize",
+    "fake_quantize_",
     "fans",
     "gain",
     "grad_stats",
@@ -78,6 +86,8 @@ __all__ = [
     "power_iteration",
     "quantize",
     "quantize_params",
+    "sparsify",
+    "sparsify_",
     "spectral_norm",
     "standardize",
     "threshold_mask",

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["dequantize", "fake_quantize", "quantize", "quantize_params"]
+__all__ = ["dequantize", "fake_quantize", "fake_quantize_", "quantize", "quantize_params"]
 
 EPS = np.float32(np.finfo(np.float32).eps)
 
@@ -161,3 +161,28 @@ def fake_quantize(
         w, scale, zero_point, bits=bits, symmetric=symmetric, axis=axis, group_size=group_size
     )
     return dequantize(codes, scale, zero_point, group_size=group_size).astype(np.float64)
+
+
+def fake_quantize_(
+    weight: np.ndarray,
+    bits: int = 8,
+    *,
+    symmetric: bool = False,
+    axis: int | None = None,
+    group_size: int | None = None,
+    preserve_zero: bool = True,
+    scale: Any = None,
+    zero_point: Any = None,
+) -> np.ndarray:
+    """Reference :func:`weightops.functional.fake_quantize_` (writes into ``weight``)."""
+    weight[...] = fake_quantize(
+        weight,
+        bits,
+        symmetric=symmetric,
+        axis=axis,
+        group_size=group_size,
+        preserve_zero=preserve_zero,
+        scale=scale,
+        zero_point=zero_point,
+    )
+    return weight

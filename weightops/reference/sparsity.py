@@ -8,13 +8,25 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["magnitude_mask", "nm_mask", "threshold_mask"]
+__all__ = ["magnitude_mask", "nm_mask", "sparsify", "sparsify_", "threshold_mask"]
 
 
 def threshold_mask(weight: np.ndarray, threshold: float) -> np.ndarray:
     """Reference :func:`weightops.functional.threshold_mask` (NaN kept)."""
     w = np.asarray(weight, dtype=np.float64)
     return ~(np.abs(w) < threshold)
+
+
+def sparsify(weight: np.ndarray, threshold: float) -> np.ndarray:
+    """Reference :func:`weightops.functional.sparsify` (NaN kept, pruned weights +0)."""
+    w = np.asarray(weight, dtype=np.float64)
+    return np.where(threshold_mask(w, threshold), w, 0.0)
+
+
+def sparsify_(weight: np.ndarray, threshold: float) -> np.ndarray:
+    """Reference :func:`weightops.functional.sparsify_` (writes into ``weight``)."""
+    weight[...] = sparsify(weight, threshold)
+    return weight
 
 
 def _rank_mask(magnitude: np.ndarray, k: int) -> np.ndarray:

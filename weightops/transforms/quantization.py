@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from weightops import functional as F
 from weightops import reference as R
-from weightops.functional.quantization import QuantParams, _check
+from weightops.functional.quantization import QuantParams, check_options, check_quantization
 from weightops.transforms.base import Transform
 
 if TYPE_CHECKING:
@@ -58,8 +57,7 @@ class FakeQuantize(Transform):
         preserve_zero: bool = True,
     ) -> None:
         super().__init__()
-        # TODO(lead): a weight-free check of axis and group_size.
-        _check("FakeQuantize", torch.zeros(()), bits, symmetric, None, None, preserve_zero)
+        check_options("FakeQuantize", bits, symmetric, axis, group_size, preserve_zero)
         self.bits = bits
         self.symmetric = symmetric
         self.axis = axis
@@ -83,7 +81,7 @@ class FakeQuantize(Transform):
 
     def check(self, weight: Tensor) -> None:
         super().check(weight)
-        _check("FakeQuantize", weight, self.bits, *self.options().values())
+        check_quantization("FakeQuantize", weight, self.bits, *self.options().values())
 
     def qparams(self, weight: Tensor) -> QuantParams:
         """The scale and zero point this transform uses for ``weight``."""
