@@ -43,7 +43,15 @@ from weightops.functional.quantization import (
     quantize_params,
 )
 
-__all__ = ["QuantizedTensor", "load_quantized", "pack_bits", "save_quantized", "unpack_bits"]
+__all__ = [
+    "ClusteredTensor",
+    "QuantizedTensor",
+    "index_bits",
+    "load_quantized",
+    "pack_bits",
+    "save_quantized",
+    "unpack_bits",
+]
 
 #: Elements per step of packing and unpacking: the temporaries (int64 words
 #: of 8 codes, one shifted column at a time, the padded tail) then take a few
@@ -601,6 +609,122 @@ class QuantizedTensor:
         return f"QuantizedTensor({', '.join(fields)})"
 
 
+#: Version of the ``cformat`` layout written by :meth:`ClusteredTensor.state_dict`.
+CFORMAT_VERSION = 1
+_CKEYS = ("indices", "codebook", "cformat")
+
+
+def index_bits(k: int) -> int:
+    """Bits per index of a ``k``-entry codebook: ``ceil(log2 k)``, at least 1."""
+    return max(1, (k - 1).bit_length())
+
+
+class ClusteredTensor:
+    """A clustered (weight-shared) weight in compact form: packed indices and a codebook.
+
+    Indices into a ``(k,)`` codebook, or into row ``c`` of a ``(C, k)``
+    codebook for the slices along ``axis`` (per channel), packed by
+    :func:`pack_bits` at :func:`index_bits` ``(k)`` bits each, plus the
+    codebook in the weight's dtype. :meth:`dequantize` gives
+    ``codebook[indices]``, the value :class:`weightops.Cluster` computes.
+
+    >>> ct = ClusteredTensor(torch.tensor([[0, 1, 1, 0]]), torch.tensor([0.5, 2.0]), 2)
+    >>> ct.dequantize()
+    tensor([[0.5000, 2.0000, 2.0000, 0.5000]])
+    >>> ct.nbytes  # 4 one-bit indices in a byte, two float32 values
+    9
+    """
+
+    def __init__(
+        self, indices: Tensor, codebook: Tensor, k: int, *, axis: int | None = None
+    ) -> None:
+        op = "ClusteredTensor"
+        if not isinstance(indices, Tensor) or indices.is_floating_point() or indices.is_complex():
+            fail(op, "indices", "an integer tensor", getattr(indices, "dtype", indices), TypeError)
+        check_weight(op, codebook, "codebook")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1 << 16:
+            fail(op, "k", "an int in [1, 65536]", k)
+        if axis is None:
+            expected: tuple[int, ...] = (k,)
+        else:
+            if isinstance(axis, bool) or not isinstance(axis, int):
+                fail(op, "axis", "None or an int", axis, TypeError)
+            if not -indices.ndim <= axis < indices.ndim:
+                fail(op, "axis", f"None or an int in [{-indices.ndim}, {indices.ndim - 1}]", axis)
+            axis %= indices.ndim
+            expected = (indices.shape[axis], k)
+        if tuple(codebook.shape) != expected:
+            fail(op, "codebook", f"of shape {expected}", tuple(codebook.shape))
+        self.shape = indices.shape
+        self.k, self.axis = k, axis
+        self.codebook = codebook
+        self.packed = pack_bits(indices.reshape(-1), index_bits(k))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the packed indices and the codebook (not the small ``cformat``)."""
+        return sum(t.numel() * t.element_size() for t in (self.packed, self.codebook))
+
+    def indices(self) -> Tensor:
+        """The int32 indices, the weight's shape."""
+        return unpack_bits(self.packed, index_bits(self.k), self.shape.numel()).reshape(self.shape)
+
+    def dequantize(self) -> Tensor:
+        """``codebook[indices]``, in the codebook's dtype."""
+        index = self.indices()
+        if self.axis is None:
+            return self.codebook[index.long()]
+        moved = index.movedim(self.axis, 0).long()
+        rows = torch.arange(moved.shape[0], device=index.device).view(-1, *[1] * (moved.ndim - 1))
+        return self.codebook[rows, moved].movedim(0, self.axis)
+
+    def state_dict(self, prefix: str = "") -> dict[str, Tensor]:
+        """Keys ``indices`` (packed), ``codebook`` and ``cformat``: int64
+        ``[version, k, axis (-1: none), ndim, *shape]``, version 1."""
+        axis = -1 if self.axis is None else self.axis
+        cformat = torch.tensor(
+            [CFORMAT_VERSION, self.k, axis, len(self.shape), *self.shape], dtype=torch.int64
+        )
+        return {
+            prefix + "indices": self.packed,
+            prefix + "codebook": self.codebook,
+            prefix + "cformat": cformat,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Tensor], prefix: str = "") -> ClusteredTensor:
+        """Rebuild from :meth:`state_dict`'s keys under ``prefix``.
+
+        Raises:
+            ValueError: a key is missing or ``cformat`` is malformed.
+        """
+        op = "ClusteredTensor.from_state_dict"
+        missing = [prefix + key for key in _CKEYS if prefix + key not in state]
+        if missing:
+            fail(op, "state", f"a mapping holding {[prefix + k for k in _CKEYS]}", missing)
+        cformat = state[prefix + "cformat"]
+        if cformat.dtype != torch.int64 or cformat.ndim != 1 or cformat.numel() < 4:
+            fail(op, prefix + "cformat", "a 1-D int64 tensor of >= 4 elements", cformat)
+        version, k, axis, ndim, *shape = cformat.tolist()
+        if version != CFORMAT_VERSION or ndim != len(shape):
+            fail(op, prefix + "cformat", f"of version {CFORMAT_VERSION}", cformat)
+        packed = state[prefix + "indices"]
+        numel = math.prod(shape)
+        try:
+            indices = unpack_bits(packed, index_bits(k), numel).reshape(shape)
+            return cls(indices, state[prefix + "codebook"], k, axis=None if axis == -1 else axis)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"{op}: {prefix}* does not describe a ClusteredTensor: {error}"
+            ) from None
+
+    def __repr__(self) -> str:
+        return (
+            f"ClusteredTensor(shape={tuple(self.shape)}, k={self.k}, axis={self.axis}, "
+            f"dtype={self.codebook.dtype}, nbytes={self.nbytes})"
+        )
+
+
 def _safetensors(op: str) -> Any:
     try:
         import safetensors.torch
@@ -611,16 +735,19 @@ def _safetensors(op: str) -> Any:
     return safetensors
 
 
-def save_quantized(
-    path: str | os.PathLike[str], tensors: Mapping[str, QuantizedTensor | Tensor]
-) -> None:
+Compact = QuantizedTensor | ClusteredTensor
+_CLUSTERED_KEY = "weightops.clustered"
+
+
+def save_quantized(path: str | os.PathLike[str], tensors: Mapping[str, Compact | Tensor]) -> None:
     """Write quantized and plain tensors to a ``.safetensors`` file.
 
     A :class:`QuantizedTensor` named ``name`` is stored as its
     :meth:`~QuantizedTensor.state_dict` with prefix ``name + "."``; a plain
     tensor as it is (made contiguous). The file's metadata lists the
     quantized names under ``"weightops.quantized"`` (a JSON list), so
-    :func:`load_quantized` tells them apart from plain tensors.
+    :func:`load_quantized` tells them apart from plain tensors; a
+    :class:`ClusteredTensor` likewise, listed under ``"weightops.clustered"``.
 
     Raises:
         TypeError: ``tensors`` is not a mapping, or a value is neither.
@@ -632,27 +759,40 @@ def save_quantized(
         fail(op, "tensors", "a mapping of names to tensors", type(tensors).__name__, TypeError)
     flat: dict[str, Tensor] = {}
     quantized: list[str] = []
+    clustered: list[str] = []
     for name, value in tensors.items():
         if not isinstance(name, str) or not name:
             fail(op, "tensors", "keyed by non-empty strs", name)
         if isinstance(value, QuantizedTensor):
             parts = value.state_dict(prefix=name + ".")
             quantized.append(name)
+        elif isinstance(value, ClusteredTensor):
+            parts = value.state_dict(prefix=name + ".")
+            clustered.append(name)
         elif isinstance(value, Tensor):
             parts = {name: value.contiguous()}
         else:
-            fail(op, f"tensors[{name!r}]", "a QuantizedTensor or a Tensor", type(value), TypeError)
+            fail(
+                op,
+                f"tensors[{name!r}]",
+                "a QuantizedTensor, ClusteredTensor or Tensor",
+                type(value),
+                TypeError,
+            )
         clash = sorted(flat.keys() & parts.keys())
         if clash:
             fail(op, "tensors", "names whose stored keys do not collide", clash)
         flat.update(parts)
-    metadata = {_META_KEY: json.dumps(sorted(quantized))}
+    metadata = {
+        _META_KEY: json.dumps(sorted(quantized)),
+        _CLUSTERED_KEY: json.dumps(sorted(clustered)),
+    }
     _safetensors(op).torch.save_file(flat, os.fspath(path), metadata=metadata)
 
 
 def load_quantized(
     path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
-) -> dict[str, QuantizedTensor | Tensor]:
+) -> dict[str, Compact | Tensor]:
     """Read a file written by :func:`save_quantized`, onto ``device``.
 
     Returns:
@@ -668,16 +808,21 @@ def load_quantized(
     with safetensors.safe_open(os.fspath(path), framework="pt", device=str(device)) as file:
         metadata = file.metadata() or {}
         flat = {key: file.get_tensor(key) for key in file.keys()}
-    try:
-        names = json.loads(metadata.get(_META_KEY, "[]"))
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ValueError
-    except ValueError:
-        fail(op, f"metadata[{_META_KEY!r}]", "a JSON list of names", metadata[_META_KEY])
-    out: dict[str, QuantizedTensor | Tensor] = {}
-    for name in names:
-        out[name] = QuantizedTensor.from_state_dict(flat, prefix=name + ".")
-        for key in _KEYS:
-            del flat[name + "." + key]
+    out: dict[str, Compact | Tensor] = {}
+    kinds: tuple[tuple[str, Any, tuple[str, ...]], ...] = (
+        (_META_KEY, QuantizedTensor, _KEYS),
+        (_CLUSTERED_KEY, ClusteredTensor, _CKEYS),
+    )
+    for meta_key, kind, keys in kinds:
+        try:
+            names = json.loads(metadata.get(meta_key, "[]"))
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ValueError
+        except ValueError:
+            fail(op, f"metadata[{meta_key!r}]", "a JSON list of names", metadata[meta_key])
+        for name in names:
+            out[name] = kind.from_state_dict(flat, prefix=name + ".")
+            for key in keys:
+                del flat[name + "." + key]
     out.update(flat)
     return dict(sorted(out.items()))

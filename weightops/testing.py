@@ -207,10 +207,15 @@ def _check_one(t: Transform, weight: Tensor, overrides: Any) -> None:
 
     if weight.dtype in (torch.float32, torch.float64) and weight.numel():
         leaves = [x.detach().clone().requires_grad_(True) for x in inputs]
-        fresh()(*leaves).sum().backward()
-        for leaf in leaves:
+        graded = fresh()
+        graded(*leaves).sum().backward()
+        # A transform that passes no gradient to the weight must train its own parameters.
+        targets = leaves if graded.passes_gradient else list(graded.parameters())
+        for leaf in targets:
             assert leaf.grad is not None and leaf.grad.shape == leaf.shape, (
                 "no gradient of the stored tensor's shape"
+                if graded.passes_gradient
+                else "no gradient of the transform's parameter"
             )
             assert bool(torch.isfinite(leaf.grad).all()), "non-finite gradient"
 
@@ -237,7 +242,8 @@ def check_transform(
       the dtype's tolerance, and does not modify its argument;
     * ``project_`` writes the same values into its argument and returns it;
     * a copy loaded from the ``state_dict`` gives the same output;
-    * float32/float64 stored tensors get finite gradients of their own shapes.
+    * float32/float64 stored tensors get finite gradients of their own shapes
+      (for a transform with ``passes_gradient = False``: its parameters do).
 
     Raises:
         AssertionError: with hypothesis' minimal failing example.

@@ -62,6 +62,10 @@ class Transform(nn.Module):
 
     #: Attribute names shown by ``repr``, in order.
     hyperparameters: ClassVar[tuple[str, ...]] = ()
+    #: Whether gradients reach the stored weight. False for a transform whose
+    #: output is its own state (:class:`~weightops.Cluster`: the codebook
+    #: trains, the stored weight only fixes the shape).
+    passes_gradient: ClassVar[bool] = True
 
     def forward(self, weight: Tensor) -> Tensor:
         """The transformed weight; must not modify ``weight``."""
