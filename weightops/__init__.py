@@ -17,14 +17,17 @@ from weightops.init import init_, init_bias_prior_
 from weightops.prune import IterativePruning, PruningSchedule, prune_gradually, reprune_
 from weightops.seed import SeedState, seed_everything
 from weightops.storage import (
+    ClusteredTensor,
     QuantizedTensor,
     load_quantized,
     pack_bits,
     save_quantized,
     unpack_bits,
 )
+from weightops.tie import tie, untie
 from weightops.transforms import (
     Clip,
+    Cluster,
     Compose,
     FakeQuantize,
     MaxNorm,
@@ -40,6 +43,8 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Clip",
+    "Cluster",
+    "ClusteredTensor",
     "Compose",
     "Constraint",
     "Decay",
@@ -74,6 +79,8 @@ __all__ = [
     "save_quantized",
     "seed_everything",
     "shared_parameters",
+    "tie",
     "unpack_bits",
     "unparametrize",
+    "untie",
 ]

@@ -3,7 +3,10 @@
 Selection works on *tensors*, not names: a parameter used by several modules
 (tied weights) is one :class:`Target` with several owners, so every
 model-level call transforms it once and leaves it shared. Selecting it by any
-of its names selects it for all of them.
+of its names selects it for all of them. A tensor tied transposed
+(:func:`weightops.tie` with ``transpose=True``) is one target too: its other
+owners read it through a :class:`weightops.tie.Transposed` parametrization
+whose stored tensor is the shared parameter (see ``Target.transposed``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ DEFAULT_LAYERS: tuple[type[nn.Module], ...] = (
     nn.RNNCellBase,
 )
 
+#: Model-level calls that cannot keep a transposed tie: they refuse to select one.
+_TRANSPOSE_BLIND = frozenset({"parametrize"})
+
 Where = (
     None
     | str
@@ -53,6 +59,9 @@ class Target:
     #: True when the tensor is computed by a parametrization (``owners`` then
     #: share one ``ParametrizationList``); False for a plain parameter.
     parametrized: bool = False
+    #: The owners (also in ``owners``, after the plain ones) that read the
+    #: plain parameter transposed, through a ``Transposed`` parametrization.
+    transposed: list[tuple[nn.Module, str]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -61,9 +70,12 @@ class Target:
     @property
     def value(self) -> Tensor:
         """The tensor; a parametrized one is computed without gradient and with
-        its transforms in eval mode, so that reading it advances no state."""
+        its transforms in eval mode, so that reading it advances no state. A
+        transposed tie's is the shared parameter, in its plain owner's layout."""
         module, attr = self.owners[0]
         if not self.parametrized:
+            if P.is_parametrized(module, attr):  # every owner reads it transposed
+                return cast(Tensor, cast(nn.ModuleDict, module.parametrizations)[attr].original)
             return cast(Tensor, getattr(module, attr))
         with frozen(self), torch.no_grad():
             return cast(Tensor, getattr(module, attr))
@@ -103,13 +115,30 @@ def _modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
         stack.extend(reversed(children))
 
 
+def transposed_view(plist: nn.Module) -> bool:
+    """Whether ``plist`` is a transposed tie: a lone ``Transposed`` over a stored
+    tensor that is another owner's parameter (:func:`weightops.tie`)."""
+    from weightops.tie import Transposed  # weightops.tie imports this module
+
+    return (
+        isinstance(plist, P.ParametrizationList)
+        and plist.is_tensor
+        and len(plist) == 1
+        and isinstance(plist[0], Transposed)
+    )
+
+
 def _entries(model: nn.Module) -> Iterator[tuple[str, nn.Module, str, int, bool]]:
-    """(qualified name, module, attribute, identity key, parametrized) for every tensor."""
+    """(qualified name, module, attribute, identity key, parametrized) for every tensor;
+    a transposed tie is keyed by its stored parameter, so it joins that parameter."""
     for prefix, module in _modules(model):
         dot = "." if prefix else ""
         if P.is_parametrized(module):
             for attr, plist in module.parametrizations.items():  # type: ignore[union-attr, operator]
-                yield f"{prefix}{dot}{attr}", module, attr, id(plist), True
+                if transposed_view(plist):
+                    yield f"{prefix}{dot}{attr}", module, attr, id(plist.original), False
+                else:
+                    yield f"{prefix}{dot}{attr}", module, attr, id(plist), True
         for attr, param in module._parameters.items():
             if param is not None:
                 yield f"{prefix}{dot}{attr}", module, attr, id(param), False
@@ -149,6 +178,11 @@ def groups(model: nn.Module) -> list[Target]:
         target.entries.append((name, module, attr))
         if not any(m is module and a == attr for m, a in target.owners):
             target.owners.append((module, attr))
+            if not parametrized and P.is_parametrized(module, attr):
+                target.transposed.append((module, attr))
+    for target in by_key.values():
+        # The plain owner first: it holds the tensor in the layout it is read in.
+        target.owners.sort(key=lambda owner: owner in target.transposed)
     return list(by_key.values())
 
 
@@ -163,6 +197,17 @@ def select(model: nn.Module, where: Where, op: str) -> list[Target]:
             f"{op}: where must select at least one tensor of the model, got where={where!r}, "
             "which selects none"
         )
+    if op in _TRANSPOSE_BLIND:
+        for target in targets:
+            if target.transposed:
+                views = sorted(n for n, m, a in target.entries if (m, a) in target.transposed)
+                raise ValueError(
+                    f"{op}: where must not select a tensor tied transposed, got "
+                    f"{target.name!r}, which {views} read transposed (wo.tie(..., "
+                    "transpose=True)); a parametrization of its plain owner would not reach "
+                    "them. Untie it first (wo.untie), or use apply_ or constrain, which change "
+                    "the shared parameter in place"
+                )
     return targets
 
 
@@ -174,5 +219,9 @@ def shared_parameters(model: nn.Module) -> list[list[str]]:
     >>> out.weight = emb.weight
     >>> shared_parameters(nn.ModuleDict({"emb": emb, "out": out}))
     [['emb.weight', 'out.weight']]
+
+    A name tied transposed (:func:`weightops.tie` with ``transpose=True``)
+    appears in the group of the parameter it reads transposed; the group does
+    not say which names read it transposed.
     """
     return [sorted(t.names) for t in groups(model) if len(t.names) > 1]

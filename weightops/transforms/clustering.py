@@ -137,9 +137,9 @@ class Cluster(Transform):
         return self._values().to(weight.dtype)
 
     def reference(self, weight: np.ndarray) -> np.ndarray:
-        codebook = self._codebook().detach().double().cpu().numpy()
+        codebook: np.ndarray = self._codebook().detach().double().cpu().numpy()
         index = self._flat_indices().cpu().numpy()
-        return codebook.reshape(-1)[index].astype(np.float64)
+        return np.asarray(codebook.reshape(-1)[index], dtype=np.float64)
 
     def compress(self) -> ClusteredTensor:
         """The compact form: indices packed at ``ceil(log2 k)`` bits and the codebook."""
