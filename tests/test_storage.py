@@ -453,7 +453,8 @@ def test_bad_arguments_raise_naming_the_argument(call: Any, name: str) -> None:
 
 
 def test_save_quantized_names_the_entry_that_is_not_a_tensor() -> None:
-    with pytest.raises(TypeError, match=r"tensors\['a'\] must be a QuantizedTensor, ClusteredTensor or Tensor"):
+    expected = r"tensors\['a'\] must be a QuantizedTensor, ClusteredTensor or Tensor"
+    with pytest.raises(TypeError, match=expected):
         save_quantized("unused.safetensors", {"a": 1.0})  # type: ignore[dict-item]
 
 
