@@ -476,4 +476,5 @@ CHECKED_ELSEWHERE = (
     "clip_grad_norm_",
     "clip_grad_value_",
     "grad_stats",
+    "kmeans",
 )

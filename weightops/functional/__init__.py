@@ -5,6 +5,7 @@ Ops whose name ends in ``_`` work in place and return their argument.
 """
 
 from weightops.functional.clip import clip, clip_, max_norm, max_norm_
+from weightops.functional.clustering import kmeans
 from weightops.functional.decay import l1_prox_, l2_grad_, weight_decay_
 from weightops.functional.gradients import (
     adaptive_clip_grad_,
@@ -72,6 +73,7 @@ __all__ = [
     "he_normal_",
     "he_uniform",
     "he_uniform_",
+    "kmeans",
     "l1_prox_",
     "l2_grad_",
     "layer_norm",

@@ -5,6 +5,7 @@ the tests round them to the op's dtype before comparing.
 """
 
 from weightops.reference.clip import clip, clip_, max_norm, max_norm_
+from weightops.reference.clustering import kmeans
 from weightops.reference.decay import l1_prox_, l2_grad_, weight_decay_
 from weightops.reference.gradients import (
     adaptive_clip_grad_,
@@ -72,6 +73,7 @@ __all__ = [
     "he_normal_",
     "he_uniform",
     "he_uniform_",
+    "kmeans",
     "l1_prox_",
     "l2_grad_",
     "layer_norm",

@@ -109,7 +109,12 @@ class Cluster(Transform):
         else:
             self.codebook.copy_(codebook)
         self.indices = indices.to(torch.int32)
-        self.fixed = (codebook == 0) if self.preserve_zero else None
+        if self.preserve_zero:
+            # kmeans fixes one centroid at 0; a free centroid landing on 0 stays free.
+            zero = codebook == 0
+            self.fixed = zero & (zero.cumsum(-1) == 1)
+        else:
+            self.fixed = None
 
     def _flat_indices(self) -> Tensor:
         """Indices into the flattened codebook, shaped like the weight."""
