@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize as P
 
+from weightops._select import parametrization_list, stored_tensors
+
 __all__ = ["LAYERS", "install"]
 
 #: Layers whose output is linear in ``weight`` with units along dim 0 of the
@@ -56,12 +58,7 @@ def _scaled_forward(self: nn.Module, input: Tensor) -> Tensor:
     base_forward = cast(Any, type(self).__bases__[0]).forward
     if t is None:
         return cast(Tensor, base_forward(self, input))
-    plist = cast(P.ParametrizationList, cast(nn.ModuleDict, self.parametrizations)["weight"])
-    stored = (
-        (plist.original,)
-        if plist.is_tensor
-        else tuple(getattr(plist, f"original{i}") for i in range(plist.ntensors))
-    )
+    stored = stored_tensors(parametrization_list(self, "weight"))
     bias = cast(Tensor | None, self.bias)
     if isinstance(self, nn.Linear) and hasattr(t, "linear"):
         fused = t.linear(input, bias, *stored)

@@ -21,7 +21,25 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize as P
 
-__all__ = ["DEFAULT_LAYERS", "Target", "Where", "select", "shared_parameters"]
+__all__ = [
+    "DEFAULT_LAYERS",
+    "TRANSPOSED_LAYERS",
+    "Target",
+    "Where",
+    "parametrization_list",
+    "select",
+    "shared_parameters",
+    "stored_tensors",
+]
+
+#: Layers whose weight is stored ``(in, out / groups, ...)``: fans, units and
+#: input dimensions are swapped with respect to ``(out, in, ...)``.
+TRANSPOSED_LAYERS = (
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+
 
 #: Layers whose ``weight*`` tensors the default selection takes.
 DEFAULT_LAYERS: tuple[type[nn.Module], ...] = (
@@ -79,6 +97,18 @@ class Target:
             return cast(Tensor, getattr(module, attr))
         with frozen(self), torch.no_grad():
             return cast(Tensor, getattr(module, attr))
+
+
+def parametrization_list(module: nn.Module, attr: str) -> P.ParametrizationList:
+    """``module.parametrizations[attr]``: the transforms and stored tensors of ``module.<attr>``."""
+    return cast(P.ParametrizationList, cast(nn.ModuleDict, module.parametrizations)[attr])
+
+
+def stored_tensors(plist: P.ParametrizationList) -> tuple[Tensor, ...]:
+    """The tensors a parametrization stores: ``original``, or ``original0, original1, ...``."""
+    if plist.is_tensor:
+        return (plist.original,)
+    return tuple(getattr(plist, f"original{i}") for i in range(plist.ntensors))
 
 
 @contextlib.contextmanager

@@ -23,14 +23,10 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize as P
 
 from weightops import _factored
-from weightops._select import Target, Where, frozen, select
+from weightops._select import Target, Where, frozen, parametrization_list, select
 from weightops.transforms.base import Transform
 
 __all__ = ["Constraint", "apply_", "constrain", "parametrize", "unparametrize"]
-
-
-def _plist(module: nn.Module, attr: str) -> P.ParametrizationList:
-    return cast(P.ParametrizationList, cast(nn.ModuleDict, module.parametrizations)[attr])
 
 
 def _set_up(t: Transform, weights: list[tuple[Tensor, nn.Module | None]]) -> list[Transform]:
@@ -122,7 +118,7 @@ def parametrize(
             # The first registration moved the tensor into m0's list; the other
             # owners get that same list, so they read the same stored tensor
             # through the same transform state.
-            shared = _plist(m0, a0)
+            shared = parametrization_list(m0, a0)
             for m, a in others:
                 P.register_parametrization(m, a, nn.Identity(), unsafe=True)
                 cast(nn.ModuleDict, m.parametrizations)[a] = shared
@@ -169,14 +165,14 @@ def unparametrize(model: nn.Module, bake: bool = True, *, where: Where = None) -
         )
     for target in targets:
         m0, a0 = target.owners[0]
-        if not bake and not _plist(m0, a0).is_tensor:
+        if not bake and not parametrization_list(m0, a0).is_tensor:
             raise ValueError(
                 f"unparametrize: bake must be True for {target.name!r}, got False: its "
                 "parametrization stores several tensors, none of which is the weight"
             )
     for target in targets:
         (m0, a0), *others = target.owners
-        is_tensor = _plist(m0, a0).is_tensor
+        is_tensor = parametrization_list(m0, a0).is_tensor
         P.remove_parametrizations(m0, a0, leave_parametrized=bake)
         baked = getattr(m0, a0)
         for m, a in others:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize as P
 
-from weightops._select import shared_parameters
+from weightops._select import TRANSPOSED_LAYERS, shared_parameters
 
 __all__ = ["fold_batch_norm"]
 
@@ -23,7 +23,6 @@ _FOLDABLE: dict[type[nn.Module], tuple[type[_BatchNorm], ...]] = {
     nn.ConvTranspose2d: (nn.BatchNorm2d,),
     nn.ConvTranspose3d: (nn.BatchNorm3d,),
 }
-_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 def _pairs_by_tracing(model: nn.Module) -> list[tuple[str, str]] | None:
@@ -74,7 +73,7 @@ def _check(layer: nn.Module, bn: nn.Module, layer_name: str, bn_name: str) -> st
         return f"{bn_name!r} follows {layer_name!r}, a {kind}, which it cannot fold into"
     conv = cast(Any, layer)
     shape = conv.weight.shape
-    channels = shape[1] * conv.groups if isinstance(layer, _TRANSPOSED) else shape[0]
+    channels = shape[1] * conv.groups if isinstance(layer, TRANSPOSED_LAYERS) else shape[0]
     features = cast(Any, bn).num_features
     if features != channels:
         return f"{bn_name!r} has {features} features, {layer_name!r} {channels} outputs"
@@ -88,7 +87,7 @@ def _fold(layer: nn.Module, bn: _BatchNorm) -> None:
     gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(inv_std)
     beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(inv_std)
     scale = gamma * inv_std
-    if isinstance(layer, _TRANSPOSED):
+    if isinstance(layer, TRANSPOSED_LAYERS):
         # (in, out/groups, k...): output channel g·(out/groups) + j lives in group g, column j.
         groups = layer.groups
         view = weight.view(groups, weight.shape[0] // groups, weight.shape[1], *weight.shape[2:])

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from weightops._checks import check_real
-from weightops._select import Target, Where, select
+from weightops._select import TRANSPOSED_LAYERS, Target, Where, select
 from weightops.functional import init as I
 
 __all__ = ["SCHEMES", "init_", "init_bias_prior_"]
@@ -25,13 +25,12 @@ SCHEMES: dict[str, Callable[..., Tensor]] = {
     "trunc_normal": I.trunc_normal_,
 }
 
-_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _GATES = ((nn.LSTM, 4), (nn.LSTMCell, 4), (nn.GRU, 3), (nn.GRUCell, 3))
 
 
 def layout_of(module: nn.Module, attr: str) -> dict[str, Any]:
     """The ``layout``, ``groups`` and ``gates`` of ``module.<attr>`` for :func:`fans`."""
-    if isinstance(module, _TRANSPOSED):
+    if isinstance(module, TRANSPOSED_LAYERS):
         return {"layout": "io", "groups": module.groups, "gates": 1}
     if isinstance(module, nn.modules.conv._ConvNd):
         return {"layout": "oi", "groups": module.groups, "gates": 1}

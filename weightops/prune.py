@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize as P
 
 from weightops._checks import check_real, fail
-from weightops._select import Where, frozen, select
+from weightops._select import Where, frozen, parametrization_list, select, stored_tensors
 from weightops.apply import parametrize
 from weightops.functional.sparsity import _check_sparsity, global_magnitude_masks, prune_count
 from weightops.transforms.base import Compose, Transform
@@ -38,21 +38,11 @@ class _Site:
     weight: Tensor
 
 
-def _plist(module: nn.Module, attr: str) -> P.ParametrizationList:
-    return cast(P.ParametrizationList, cast(nn.ModuleDict, module.parametrizations)[attr])
-
-
 def _flat(plist: P.ParametrizationList) -> list[Transform]:
     members: list[Transform] = []
     for t in plist:
         members.extend(t._members() if isinstance(t, Compose) else [cast(Transform, t)])
     return members
-
-
-def _originals(plist: P.ParametrizationList) -> list[Tensor]:
-    if plist.is_tensor:
-        return [plist.original]
-    return [getattr(plist, f"original{i}") for i in range(plist.ntensors)]
 
 
 def _sites(model: nn.Module, where: Where, op: str) -> list[_Site]:
@@ -61,10 +51,10 @@ def _sites(model: nn.Module, where: Where, op: str) -> list[_Site]:
     for target in select(model, "*" if where is None else where, op):
         if not target.parametrized:
             continue
-        members = _flat(_plist(*target.owners[0]))
+        members = _flat(parametrization_list(*target.owners[0]))
         last = max((i for i, t in enumerate(members) if isinstance(t, Prune)), default=-1)
         with frozen(target), torch.no_grad():
-            args: tuple[Tensor, ...] = tuple(_originals(_plist(*target.owners[0])))
+            args: tuple[Tensor, ...] = stored_tensors(parametrization_list(*target.owners[0]))
             for t in members[: last + 1]:
                 if isinstance(t, Prune):
                     sites.append(_Site(target.name, t, args[0]))
@@ -309,7 +299,7 @@ class IterativePruning:
 
     def _stored(self) -> Iterator[list[Tensor]]:
         for target in select(self.model, self._where, "IterativePruning"):
-            yield _originals(_plist(*target.owners[0]))
+            yield list(stored_tensors(parametrization_list(*target.owners[0])))
 
     def save(self) -> None:
         """Save the current stored values of the selected weights as the rewind point."""

@@ -18,14 +18,13 @@ accumulate into it, and ``state_dict``/``copy.deepcopy`` keep the tie.
 from __future__ import annotations
 
 import difflib
-from typing import cast
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize as P
 
-from weightops._select import Target, groups, transposed_view
+from weightops._select import Target, groups, parametrization_list, transposed_view
 from weightops.transforms.base import Transform
 
 __all__ = ["Transposed", "tie", "untie"]
@@ -87,12 +86,8 @@ def _index(model: nn.Module) -> _Index:
     }
 
 
-def _plist(module: nn.Module, attr: str) -> nn.Module:
-    return cast(nn.ModuleDict, module.parametrizations)[attr]
-
-
 def _is_view(module: nn.Module, attr: str) -> bool:
-    return P.is_parametrized(module, attr) and transposed_view(_plist(module, attr))
+    return P.is_parametrized(module, attr) and transposed_view(parametrization_list(module, attr))
 
 
 def _find(
@@ -238,14 +233,14 @@ def _view(module: nn.Module, attr: str, source: Tensor) -> None:
     placeholder = nn.Parameter(source.detach().T, requires_grad=source.requires_grad)
     setattr(module, attr, placeholder)
     P.register_parametrization(module, attr, Transposed(), unsafe=True)
-    _plist(module, attr).original = source
+    parametrization_list(module, attr).original = source
 
 
 def _unview(module: nn.Module, attr: str, value: Tensor) -> None:
     """Make a transposed view a plain parameter again, holding ``value``."""
     # Pointing the stored tensor at ``value`` first: removing with
     # ``leave_parametrized=True`` would overwrite the shared tensor in place.
-    _plist(module, attr).original = value
+    parametrization_list(module, attr).original = value
     P.remove_parametrizations(module, attr, leave_parametrized=False)
 
 

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from weightops import functional as F
 from weightops import reference as R
 from weightops._checks import check_real, fail
+from weightops._select import TRANSPOSED_LAYERS
 from weightops.functional import fused
 from weightops.functional._reduce import accumulation_dtype, unit_norm
 from weightops.functional.normalization import (
@@ -26,8 +27,6 @@ __all__ = ["SpectralNorm", "Standardize", "WeightNorm"]
 
 #: Power iterations at setup, as torch.nn.utils.parametrizations.spectral_norm.
 WARM_UP_ITERATIONS = 15
-
-_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 class WeightNorm(UnitTransform):
@@ -154,7 +153,7 @@ class SpectralNorm(UnitTransform):
 
     def setup(self, weight: Tensor, module: nn.Module | None = None) -> None:
         self.check(weight)
-        dim = self.dim if self.dim is not None else int(isinstance(module, _TRANSPOSED))
+        dim = self.dim if self.dim is not None else int(isinstance(module, TRANSPOSED_LAYERS))
         self._matrix_dim = dim % weight.ndim
         self._sigma = torch.ones((), dtype=weight.dtype, device=weight.device)
         if weight.ndim == 1:

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from weightops import functional as F
 from weightops import reference as R
 from weightops._checks import check_real, fail
+from weightops._select import TRANSPOSED_LAYERS
 from weightops.functional.sparsity import _check_nm, _check_sparsity, global_magnitude_masks
 from weightops.transforms.base import Transform
 
@@ -56,7 +57,7 @@ class Sparsify(Transform):
 def input_dim(weight: Tensor, module: nn.Module | None) -> int:
     """The dimension indexing a layer's inputs: 1 for ``(out, in, ...)`` weights,
     0 for ConvTranspose's ``(in, out, ...)`` and for 1-D weights."""
-    transposed = isinstance(module, nn.modules.conv._ConvTransposeNd)
+    transposed = isinstance(module, TRANSPOSED_LAYERS)
     return 0 if weight.ndim < 2 or transposed else 1
 
 
