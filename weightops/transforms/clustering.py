@@ -24,7 +24,8 @@ class Cluster(Transform):
     ``setup`` clusters the weight's values with :func:`weightops.functional.kmeans`
     (per tensor, or per channel along ``axis``) into a trainable ``codebook``
     parameter (``(k,)`` or ``(C, k)``) and an ``indices`` buffer (int32, the
-    weight's shape). ``forward`` returns ``codebook[indices]``: every weight
+    weight's shape; per channel, indices into the flattened codebook, channel
+    ``c``'s entries starting at ``c · k``). ``forward`` returns ``codebook[indices]``: every weight
     takes one of ``k`` values (per channel), and the codebook's gradient is
     the sum of its members' gradients, as in Han et al. (2016). The input
     weight only fixes the shape: the stored tensor of a parametrization gets
@@ -108,7 +109,10 @@ class Cluster(Transform):
             self.codebook = nn.Parameter(codebook)
         else:
             self.codebook.copy_(codebook)
+        # Stored as indices into the flattened codebook, so that forward
+        # needs no temporary to add the channel offsets.
         self.indices = indices.to(torch.int32)
+        self.indices += self._offsets()
         if self.preserve_zero:
             # kmeans fixes one centroid at 0; a free centroid landing on 0 stays free.
             zero = codebook == 0
@@ -116,21 +120,23 @@ class Cluster(Transform):
         else:
             self.fixed = None
 
-    def _flat_indices(self) -> Tensor:
-        """Indices into the flattened codebook, shaped like the weight."""
+    def _offsets(self) -> Tensor | int:
+        """What separates the flat indices of the ``indices`` buffer from the
+        per-channel ones: channel ``c`` starts at ``c · k`` of the flattened
+        codebook (0 per tensor), broadcast along ``axis``."""
         assert self.indices is not None and self.codebook is not None
         if self.axis is None:
-            return self.indices
-        axis = self.axis % self.indices.ndim
-        channels, k = self.codebook.shape
+            return 0
         shape = [1] * self.indices.ndim
-        shape[axis] = channels
-        offsets = torch.arange(0, channels * k, k, dtype=torch.int32, device=self.indices.device)
-        return self.indices + offsets.view(shape)
+        shape[self.axis % self.indices.ndim] = self.codebook.shape[0]
+        total = self.codebook.numel()
+        step = torch.arange(0, total, self.k, dtype=torch.int32, device=self.indices.device)
+        return step.view(shape)
 
     def _values(self) -> Tensor:
         codebook = self._codebook()
-        index = self._flat_indices()
+        assert self.indices is not None
+        index = self.indices
         return codebook.reshape(-1).index_select(0, index.reshape(-1)).view(index.shape)
 
     def forward(self, weight: Tensor) -> Tensor:
@@ -143,13 +149,15 @@ class Cluster(Transform):
 
     def reference(self, weight: np.ndarray) -> np.ndarray:
         codebook: np.ndarray = self._codebook().detach().double().cpu().numpy()
-        index = self._flat_indices().cpu().numpy()
+        assert self.indices is not None
+        index = self.indices.cpu().numpy()
         return np.asarray(codebook.reshape(-1)[index], dtype=np.float64)
 
     def compress(self) -> ClusteredTensor:
         """The compact form: indices packed at ``ceil(log2 k)`` bits and the codebook."""
         assert self.indices is not None
-        return ClusteredTensor(self.indices, self._codebook().detach(), self.k, axis=self.axis)
+        local = self.indices - self._offsets()
+        return ClusteredTensor(local, self._codebook().detach(), self.k, axis=self.axis)
 
     def _codebook(self) -> Tensor:
         if self.codebook is None or self.indices is None:

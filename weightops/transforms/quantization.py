@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from torch import Tensor
@@ -10,10 +10,8 @@ from torch import Tensor
 from weightops import functional as F
 from weightops import reference as R
 from weightops.functional.quantization import QuantParams, check_options, check_quantization
+from weightops.storage import QuantizedTensor
 from weightops.transforms.base import Transform
-
-if TYPE_CHECKING:
-    from weightops.storage import QuantizedTensor
 
 __all__ = ["FakeQuantize"]
 
@@ -81,7 +79,7 @@ class FakeQuantize(Transform):
 
     def check(self, weight: Tensor) -> None:
         super().check(weight)
-        check_quantization("FakeQuantize", weight, self.bits, *self.options().values())
+        check_quantization("FakeQuantize", weight, self.bits, **self.options())
 
     def qparams(self, weight: Tensor) -> QuantParams:
         """The scale and zero point this transform uses for ``weight``."""
@@ -99,6 +97,4 @@ class FakeQuantize(Transform):
     def compress(self, weight: Tensor) -> QuantizedTensor:
         """The compact form of ``weight`` quantized with these settings: a
         :class:`weightops.QuantizedTensor` whose ``dequantize()`` equals ``self(weight)``."""
-        from weightops.storage import QuantizedTensor
-
         return QuantizedTensor.from_float(weight.detach(), self.bits, **self.options())
