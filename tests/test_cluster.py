@@ -11,6 +11,7 @@ import pytest
 import torch
 from hypothesis import strategies as st
 from torch import nn
+from toys import fit
 
 import weightops as wo
 from weightops.testing import check_transform
@@ -78,15 +79,13 @@ def test_clustered_model_trains_and_keeps_k_values() -> None:
     y = x[:, :4] * 2.0
     net = _mlp()
     wo.parametrize(net, wo.Cluster(8))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(60):
-        opt.zero_grad()
-        loss = (net(x) - y).square().mean()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        assert all(len(torch.unique(m.weight.detach())) <= 8 for m in (net[0], net[2]))
+    distinct: list[int] = []
+
+    def count() -> None:
+        distinct.append(max(len(torch.unique(m.weight.detach())) for m in (net[0], net[2])))
+
+    losses = fit(net, x, y, 60, after_step=count)
+    assert max(distinct) <= 8
     assert losses[-1] < 0.7 * losses[0]
 
 

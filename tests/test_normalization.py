@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from ops import HALF_ITERATIONS, NON_NEGATIVE
 from torch import nn
 from torch.nn.utils import parametrizations as TP
+from toys import fit
 
 import weightops as wo
 import weightops.functional as WF
@@ -317,14 +318,7 @@ def test_normalized_model_trains(transform: wo.Transform) -> None:
     wo.parametrize(net, transform, where="0.weight")
     x = torch.randn(128, 8)
     y = x[:, :1] * 2 - x[:, 1:2]
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(60):
-        opt.zero_grad()
-        loss = (net(x) - y).square().mean()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = fit(net, x, y, 60)
     assert losses[-1] < 0.2 * losses[0]
 
 

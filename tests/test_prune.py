@@ -11,6 +11,7 @@ import pytest
 import torch
 from hypothesis import strategies as st
 from torch import nn
+from toys import fit
 
 import weightops as wo
 import weightops.reference as WR
@@ -359,14 +360,7 @@ def test_quantization_aware_training_at_4_bits_trains() -> None:
     y = (x[:, :4] * torch.tensor([1.0, -2.0, 0.5, 3.0])).sum(1, keepdim=True).repeat(1, 4)
     net = _mlp()
     wo.parametrize(net, wo.FakeQuantize(4, axis=0))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(150):
-        opt.zero_grad()
-        loss = (net(x) - y).square().mean()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit(net, x, y, 150)
     assert losses[-1] < 0.2 * losses[0]
     for w in _weights(net):
         assert all(len(torch.unique(row)) <= 16 for row in w.detach())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -73,3 +75,26 @@ class Direction(Transform):
     def reference(self, g: np.ndarray, v: np.ndarray) -> np.ndarray:  # type: ignore[override]
         norm = np.linalg.norm(v.reshape(len(v), -1), axis=1).reshape(g.shape)
         return g * v / norm
+
+
+def fit(
+    net: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    steps: int,
+    *,
+    lr: float = 1e-2,
+    after_step: Callable[[], None] | None = None,
+) -> list[float]:
+    """Train ``net`` on ``(x, y)`` with Adam and the mean squared error; the losses."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = (net(x) - y).square().mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if after_step is not None:
+            after_step()
+    return losses
