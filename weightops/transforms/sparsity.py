@@ -166,8 +166,9 @@ class Prune(Transform):
         return torch.where(self._mask(weight), weight, 0)
 
     def project_(self, weight: Tensor) -> Tensor:
+        # where(..., out=weight): one pass, no inverted mask the weight's size.
         with torch.no_grad():
-            return weight.masked_fill_(~self._mask(weight), 0)
+            return torch.where(self._mask(weight), weight, weight.new_zeros(()), out=weight)
 
     def reference(self, weight: np.ndarray) -> np.ndarray:
         if self.mask is not None:
