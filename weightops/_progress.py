@@ -4,7 +4,7 @@ per tenth of the work on stderr (so a long run is never silent)."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -24,7 +24,7 @@ def progress(
     if not enable:
         yield from items
         return
-    if total is None and hasattr(items, "__len__"):
+    if total is None and isinstance(items, Sized):
         total = len(items)
     try:
         from tqdm.auto import tqdm
