@@ -226,6 +226,14 @@ def test_init_zeroes_biases_and_uses_layout_aware_fans() -> None:
     assert float(net[0].weight.detach().abs().max()) <= math.sqrt(6 / (fan_in + fan_out))
 
 
+def test_grouped_conv_transpose_fans_divide_the_stored_in_side() -> None:
+    # weight (in=4, out/groups=3, 3): groups divides dim 0, not the 3 outputs per group.
+    layer = nn.ConvTranspose1d(4, 6, 3, groups=2)
+    assert WF.fans(layer.weight, layout="io", groups=2) == (2 * 3, 3 * 3)
+    assert WR.fans(tuple(layer.weight.shape), layout="io", groups=2) == (2 * 3, 3 * 3)
+    assert wo.init_(nn.Sequential(layer), "he_normal") == ["0.weight"]
+
+
 def test_init_makes_each_lstm_gate_orthogonal() -> None:
     lstm = nn.LSTM(6, 6)
     wo.init_(lstm, "orthogonal", nonlinearity="linear")

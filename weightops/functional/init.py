@@ -123,11 +123,9 @@ def fans(
     for name, count in (("groups", groups), ("gates", gates)):
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             fail(op, name, "an int >= 1", count)
-    whole = 0 if layout == "oi" else 1
-    if groups > 1 and shape[whole] % groups:
-        fail(
-            op, "groups", f"a divisor of the weight's size {shape[whole]} along dim {whole}", groups
-        )
+    # Both layouts store the whole side (out for oi, in for io) along dim 0.
+    if groups > 1 and shape[0] % groups:
+        fail(op, "groups", f"a divisor of the weight's size {shape[0]} along dim 0", groups)
     if gates > 1 and shape[0] % gates:
         fail(op, "gates", f"a divisor of the weight's {shape[0]} rows", gates)
     k = math.prod(shape[2:])
