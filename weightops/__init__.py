@@ -10,10 +10,13 @@ model-level application (:func:`parametrize`, :func:`apply_`,
 from weightops._select import shared_parameters
 from weightops.apply import Constraint, apply_, constrain, parametrize, unparametrize
 from weightops.clip_grads import GradClipping, clip_grads
+from weightops.compress import load_compressed
 from weightops.decay import Decay, decay, param_groups
 from weightops.fold import fold_batch_norm
 from weightops.functional.gradients import GradStats
 from weightops.init import init_, init_bias_prior_
+from weightops.inspection import Report, Thresholds, inspect
+from weightops.monitor import WeightMonitor
 from weightops.prune import IterativePruning, PruningSchedule, prune_gradually, reprune_
 from weightops.seed import SeedState, seed_everything
 from weightops.storage import (
@@ -55,12 +58,15 @@ __all__ = [
     "MaxNorm",
     "Prune",
     "PruningSchedule",
+    "Report",
     "QuantizedTensor",
     "SeedState",
     "Sparsify",
     "SpectralNorm",
     "Standardize",
+    "Thresholds",
     "Transform",
+    "WeightMonitor",
     "WeightNorm",
     "__version__",
     "apply_",
@@ -70,6 +76,8 @@ __all__ = [
     "fold_batch_norm",
     "init_",
     "init_bias_prior_",
+    "inspect",
+    "load_compressed",
     "load_quantized",
     "pack_bits",
     "param_groups",
