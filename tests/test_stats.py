@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 
@@ -27,6 +27,25 @@ FLOAT64_EPS = float(torch.finfo(torch.float64).eps)
 NONFINITE = st.sampled_from([math.nan, math.inf, -math.inf])
 WITH_NONFINITE = st.one_of(ELEMENTS, ELEMENTS, ELEMENTS, NONFINITE)
 MATRICES = shapes(min_dims=2, max_dims=2, max_side=12, max_numel=144)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_blas_thread() -> Iterator[None]:
+    """NumPy's and SciPy's BLAS (the references) on one thread: their threads,
+    spinning after a call, and torch's take turns on a small machine (a 30 ms
+    σmax then takes 3 s). torch's own threads are left alone."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # then the tests are only slower
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def svdvals(matrix: np.ndarray) -> np.ndarray:
+    """``scipy.linalg.svdvals``, the independent reference for σmax and stable rank."""
+    return scipy.linalg.svdvals(matrix)
 
 
 def as_numpy(t: torch.Tensor) -> np.ndarray:
@@ -267,7 +286,7 @@ def scipy_case(
     ``scipy.linalg.svdvals``, computed once for every tolerance."""
     seed = zlib.crc32(f"{shape}{kind}".encode())
     weight = torch.from_numpy(random_matrix(kind, shape, seed)).to(dtype)
-    return weight, scipy.linalg.svdvals(as_numpy(weight))
+    return weight, svdvals(as_numpy(weight))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
@@ -314,7 +333,7 @@ def test_sigma_max_nonfinite_matrix_is_nonfinite(value: float, expected: float) 
 def test_sigma_max_extreme_scales_stay_accurate(scale: float) -> None:
     unit = torch.from_numpy(random_matrix("gaussian", (40, 30), seed=9))
     unit /= unit.abs().max()  # max|W| = scale, finite in float32
-    true = float(scipy.linalg.svdvals(unit.numpy())[0]) * scale
+    true = float(svdvals(unit.numpy())[0]) * scale
     weight = (unit * scale).float()
     sigma, _ = WF.sigma_max(weight)
     # Subnormal float32 entries keep fewer digits: 2^-140 holds 9 bits.
@@ -356,9 +375,7 @@ def test_sigma_max_restarts_beyond_the_basis(monkeypatch: pytest.MonkeyPatch) ->
     weight = torch.from_numpy(random_matrix("gaussian", (200, 120), seed=3))
     sigma, iterations = WF.sigma_max(weight, tol=1e-6)
     assert iterations > 2  # more than one cycle of 8 vectors (2 steps)
-    assert_sigma_within(
-        float(sigma), float(scipy.linalg.svdvals(weight.numpy())[0]), 1e-6, weight.dtype
-    )
+    assert_sigma_within(float(sigma), float(svdvals(weight.numpy())[0]), 1e-6, weight.dtype)
 
 
 @pytest.mark.parametrize(
@@ -398,7 +415,7 @@ def test_singular_values_descending_and_match_svdvals() -> None:
     s = WF.singular_values(weight)
     assert s.dtype == torch.float64 and s.shape == (60,)
     assert bool((s[:-1] >= s[1:]).all())
-    np.testing.assert_allclose(s.numpy(), scipy.linalg.svdvals(weight.numpy()), rtol=1e-12)
+    np.testing.assert_allclose(s.numpy(), svdvals(weight.numpy()), rtol=1e-12)
 
 
 # --- power_law_alpha ---

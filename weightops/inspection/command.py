@@ -48,7 +48,7 @@ def _fail(message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run ``weightops inspect``; returns the exit status (2 for bad input)."""
     from weightops.checkpoint import open_checkpoint
-    from weightops.inspection.report import compare, compare_to_csv, compare_to_markdown, inspect
+    from weightops.inspection.report import compare, inspect
 
     args = parser().parse_args(argv)
     paths = [args.checkpoint] + ([args.compare] if args.compare else [])
@@ -59,11 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.compare:
             result = compare(*checkpoints, progress=not args.quiet)
-            text = {
-                "md": compare_to_markdown,
-                "csv": compare_to_csv,
-                "json": lambda r: r.to_json(),
-            }[args.format](result)
+            text = {"md": result.to_markdown, "csv": result.to_csv, "json": result.to_json}[
+                args.format
+            ]()
         else:
             report = inspect(checkpoints[0], spectral=args.spectral, progress=not args.quiet)
             text = {"md": report.to_markdown, "json": report.to_json, "csv": report.to_csv}[

@@ -484,12 +484,9 @@ def _init_ratios(
     """std ÷ Xavier-normal std and std ÷ He-normal std for the weight's fans."""
     if len(shape) < 2:
         return None, None
-    groups = options.get("groups", 1)
-    if options.get("layout") == "io":
-        # (in, out/g, *k) read as the (out, in/g, *k) it computes, whose fans
-        # are the same; fans(layout="io") checks groups against out/g, not in.
-        shape = (shape[1] * groups, shape[0] // groups, *shape[2:])
-    fan_in, fan_out = I.fans(shape, groups=groups)
+    fan_in, fan_out = I.fans(
+        shape, layout=options.get("layout", "oi"), groups=options.get("groups", 1)
+    )
     xavier = std / math.sqrt(2.0 / (fan_in + fan_out)) if fan_in + fan_out else None
     he = std / (I.gain("relu") / math.sqrt(fan_in)) if fan_in else None
     return xavier, he
