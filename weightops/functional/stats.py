@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from weightops._checks import check_real, check_weight, fail
+from weightops._stat_names import STAT_NAMES
 
 __all__ = [
     "STAT_NAMES",
@@ -36,19 +37,6 @@ __all__ = [
     "stable_rank",
     "weight_stats",
 ]
-
-#: The entries of :func:`weight_stats`' vector, in order.
-STAT_NAMES: tuple[str, ...] = (
-    "mean",
-    "std",
-    "l1",
-    "l2",
-    "max_abs",
-    "zero_fraction",
-    "kurtosis",
-    "nan_count",
-    "inf_count",
-)
 
 #: Elements per chunk of :func:`weight_stats`. On a CPU a chunk's float64
 #: copy and its temporaries (4 x 256 KiB) stay in cache while the reductions

@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from weightops._stat_names import STAT_NAMES
+
 __all__ = [
     "STAT_NAMES",
     "max_cosine",
@@ -20,18 +22,6 @@ __all__ = [
     "stable_rank",
     "weight_stats",
 ]
-
-STAT_NAMES: tuple[str, ...] = (
-    "mean",
-    "std",
-    "l1",
-    "l2",
-    "max_abs",
-    "zero_fraction",
-    "kurtosis",
-    "nan_count",
-    "inf_count",
-)
 
 
 def weight_stats(weight: np.ndarray) -> np.ndarray:
