@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from weightops.checkpoint import SafetensorsWriter
+from weightops.checkpoint import SafetensorsWriter, open_checkpoint
 
 TARGET_MB = 600
 TIME = "/usr/bin/time"
@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="weightops-rss-", dir=args.dir))
     try:
         source, out = work / "in.safetensors", work / "out.safetensors"
+        report = work / "report.csv"
         start = time.perf_counter()
         count = generate(source, args.size_gb, args.tensor_mb)
         size = source.stat().st_size
@@ -111,7 +112,11 @@ def main(argv: list[str] | None = None) -> int:
             ]
         }
         if has_inspect():
-            commands["inspect"] = [*python, "weightops.cli", "inspect", str(source), "--quiet"]
+            commands["inspect"] = [
+                *python,
+                *("weightops.cli", "inspect", str(source), "--quiet"),
+                *("--format", "csv", "--output", str(report)),
+            ]
         else:
             print("weightops.inspection has no inspect command: skipping inspect", flush=True)
         print("\n| command | exit | wall s | peak RSS MB | target MB |\n|---|--:|--:|--:|--:|")
@@ -125,6 +130,14 @@ def main(argv: list[str] | None = None) -> int:
         if out.exists():
             ratio = size / out.stat().st_size
             print(f"\n{out.name}: {out.stat().st_size / 2**20:.1f} MiB ({ratio:.2f}× smaller)")
+            with open_checkpoint(out) as compressed:
+                stored = {name.split("::")[0] for name in compressed.names()}
+            print(f"{out.name} holds {len(stored)} of the {count} tensors")
+            ok &= len(stored) == count
+        if report.exists():
+            rows = len(report.read_text().splitlines()) - 1  # less the header
+            print(f"the inspect table lists {rows} of the {count} tensors")
+            ok &= rows == count
         return 0 if ok else 1
     finally:
         if args.keep:
