@@ -285,3 +285,66 @@ def test_checkpoint_torch_get_is_a_fresh_copy_that_reads_again(tmp_path: Path) -
             assert torch.equal(checkpoint.get("b"), base)
             assert torch.equal(checkpoint.get("row"), base[3])
             assert torch.equal(checkpoint.get("col"), base[:, 5])
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+@pytest.mark.parametrize("legacy", [False, True])
+def test_open_checkpoint_torch_lists_sparse_tensors_as_skipped(
+    tmp_path: Path, legacy: bool
+) -> None:
+    path = tmp_path / "sparse.pt"
+    dense = torch.randn(3, 4)
+    coo = torch.eye(3).to_sparse()
+    torch.save(
+        {"coo": coo, "dense": dense, "csr": torch.eye(3).to_sparse_csr()},
+        path,
+        _use_new_zipfile_serialization=not legacy,
+    )
+    with open_checkpoint(path) as checkpoint:
+        assert checkpoint.names() == ["dense"]
+        assert torch.equal(checkpoint.get("dense"), dense)
+        assert checkpoint.skipped() == [
+            ("coo", "sparse layout (torch.sparse_coo)"),
+            ("csr", "sparse layout (torch.sparse_csr)"),
+        ]
+
+
+def test_checkpoint_aliases_maps_tied_tensors_to_the_first_name(tmp_path: Path) -> None:
+    path = tmp_path / "tied.pt"
+    base = torch.randn(8, 6)
+    torch.save(
+        {
+            "wte.weight": base,
+            "row": base[1],  # same storage, another view: not an alias
+            "lm_head.weight": base,
+            "again": base,
+            "transposed": base.t(),  # same storage and offset, other shape
+            "copy": base.clone(),  # equal values, another storage
+            "empty": torch.empty(0),
+            "also_empty": torch.empty(0),
+        },
+        path,
+    )
+    with open_checkpoint(path) as checkpoint:
+        assert checkpoint.aliases() == {"lm_head.weight": "wte.weight", "again": "wte.weight"}
+        assert torch.equal(checkpoint.get("lm_head.weight"), base)
+    save_file({"a": base, "b": base.clone()}, tmp_path / "x.safetensors")
+    with open_checkpoint(tmp_path / "x.safetensors") as checkpoint:
+        assert checkpoint.aliases() == {}
+
+
+def test_checkpoint_aliases_reads_no_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "tied.pt"
+    base = torch.randn(4, 4)
+    torch.save({"a": base, "b": base}, path)
+    reads: list[str] = []
+    clone = torch.Tensor.clone
+
+    def counted(self: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        reads.append("clone")
+        return clone(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch.Tensor, "clone", counted)
+    with open_checkpoint(path) as checkpoint:
+        assert checkpoint.aliases() == {"b": "a"}
+    assert reads == []

@@ -258,3 +258,32 @@ def test_sparse_weight_from_clustered_round_trips_with_a_quantized_codebook() ->
     position = (value[kept][:, None] == codebook[None, :]).int().argmax(1)
     expected[kept] = table[position]
     assert torch.equal(stored.decode(), expected)
+
+
+def test_quantized_codebook_with_a_centroid_quantizing_to_zero_decodes_to_the_weight() -> None:
+    # A nonzero centroid (1e-4) that quantizes to exactly 0 used to shift the
+    # indices after it: the stored form then decoded to other values.
+    torch.manual_seed(0)
+    model = torch.nn.Linear(16, 8)
+    clusters = wo.parametrize(model, wo.Cluster(4, preserve_zero=True), where="weight")
+    cluster = clusters["weight"]
+    assert isinstance(cluster, wo.Cluster) and cluster.codebook is not None
+    with torch.no_grad():
+        cluster.codebook.copy_(torch.tensor([1e-4, 1.0, 0.0, 2.0]))
+    index = cluster.compress().indices().reshape(-1)
+    assert set(index.tolist()) == {0, 1, 2, 3}, "every centroid must be used for the test"
+    quantized = demo._quantize_codebooks({"weight": cluster}, demo.CODEBOOK_BITS)
+    stored = demo.SparseWeight.from_clustered(cluster, quantized["weight"])
+    with torch.no_grad():
+        weight = model.weight.detach().clone()
+    # The 1e-4 centroid's weights are zeros of the model now: 0 and two values.
+    assert len(set(weight.reshape(-1).tolist())) == 3 and bool((weight == 0).any())
+    assert torch.equal(stored.decode(), weight)
+
+
+def test_sparse_weight_from_clustered_rejects_a_codebook_of_the_wrong_length() -> None:
+    cluster = wo.Cluster(4, preserve_zero=True)
+    cluster.setup(torch.randn(6, 5))
+    wrong = wo.FakeQuantize(8).compress(torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]))
+    with pytest.raises(ValueError, match="one value per nonzero centroid"):
+        demo.SparseWeight.from_clustered(cluster, wrong)

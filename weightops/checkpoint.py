@@ -15,7 +15,10 @@ reading any data, and :meth:`Checkpoint.get` reads one tensor:
   each tensor is copied out and its mapped pages dropped again.
   The state dict is the file's top-level mapping, or the mapping under
   ``"state_dict"`` or ``"model"`` (training checkpoints); its non-tensor
-  entries are listed by :meth:`Checkpoint.skipped`.
+  entries, and its tensors of a layout other than dense (strided), such as
+  sparse tensors, are listed by :meth:`Checkpoint.skipped`. Tensors saved
+  tied (one storage under several names, e.g. ``lm_head.weight is
+  wte.weight``) are listed by :meth:`Checkpoint.aliases`.
 
 :class:`SafetensorsWriter` writes a ``.safetensors`` file tensor by tensor:
 the data goes to a temporary file in the destination's directory as it
@@ -142,6 +145,7 @@ class Checkpoint:
         offsets: dict[str, tuple[int, int]] | None = None,
         tensors: Mapping[str, Tensor] | None = None,
         skipped: list[tuple[str, str]] | None = None,
+        aliases: dict[str, str] | None = None,
         mapped: bool = False,
     ) -> None:
         self.path = path
@@ -152,6 +156,7 @@ class Checkpoint:
         self._offsets = offsets or {}
         self._tensors = tensors
         self._skipped = skipped or []
+        self._aliases = aliases or {}
         self._mapped = mapped
         self._closed = False
 
@@ -215,8 +220,28 @@ class Checkpoint:
         return buffer.view(dtype).view(shape)
 
     def skipped(self) -> list[tuple[str, str]]:
-        """``(name, reason)`` of every entry that is not a tensor (PyTorch checkpoints)."""
+        """``(name, reason)`` of every entry that :meth:`names` leaves out (PyTorch checkpoints).
+
+        Those are the entries that are not tensors and the tensors whose
+        layout is not dense (strided): sparse (``torch.sparse_coo``,
+        ``torch.sparse_csr``, ...) and other layouts, with a reason such as
+        ``"sparse layout (torch.sparse_coo)"``. Their data is never read.
+        """
         return list(self._skipped)
+
+    def aliases(self) -> dict[str, str]:
+        """``{alias: canonical}`` for tensors saved tied (PyTorch checkpoints).
+
+        Two names are the same tensor when they view the same storage in the
+        same way: same storage address, storage offset, shape, stride and
+        dtype (``torch.save`` keeps ``lm_head.weight is wte.weight`` as one
+        storage). Each such name maps to the first of its group in the
+        file's order, which is not itself a key. Computed when the file is
+        opened, from the memory-mapped tensors' metadata, reading no data.
+        Empty tensors are never aliases. ``{}`` for safetensors, whose
+        format has no shared tensors.
+        """
+        return dict(self._aliases)
 
     def close(self) -> None:
         """Release the file; further :meth:`get` calls raise."""
@@ -338,12 +363,51 @@ def _open_torch(path: Path, *, zipped: bool) -> Checkpoint:
     for name, value in loaded.items():
         if not isinstance(name, str):
             skipped.append((str(name), f"its key is a {type(name).__name__}, not a str"))
-        elif isinstance(value, Tensor):
-            tensors[name] = value
-        else:
+        elif not isinstance(value, Tensor):
             skipped.append((name, f"not a tensor ({type(value).__name__})"))
+        elif value.layout != torch.strided:
+            # Sparse and other layouts have no single storage to copy out
+            # (untyped_storage() raises for them): listed, never read.
+            kind = "sparse" if "sparse" in str(value.layout) else "non-dense"
+            skipped.append((name, f"{kind} layout ({value.layout})"))
+        else:
+            tensors[name] = value
     entries = {name: (tuple(t.shape), t.dtype) for name, t in tensors.items()}
-    return Checkpoint(path, "torch", {}, entries, tensors=tensors, skipped=skipped, mapped=mapped)
+    return Checkpoint(
+        path,
+        "torch",
+        {},
+        entries,
+        tensors=tensors,
+        skipped=skipped,
+        aliases=_aliases(tensors),
+        mapped=mapped,
+    )
+
+
+def _aliases(tensors: Mapping[str, Tensor]) -> dict[str, str]:
+    """``{alias: first name}`` of the tensors that view one storage identically.
+
+    Only metadata is read (addresses, offsets, shapes, strides): no page of a
+    memory-mapped storage is touched.
+    """
+    first: dict[tuple[Any, ...], str] = {}
+    out: dict[str, str] = {}
+    for name, tensor in tensors.items():
+        if tensor.numel() == 0:
+            continue  # empty storages may all sit at address 0
+        key = (
+            tensor.untyped_storage().data_ptr(),
+            tensor.storage_offset(),
+            tuple(tensor.shape),
+            tensor.stride(),
+            tensor.dtype,
+        )
+        if key in first:
+            out[name] = first[key]
+        else:
+            first[key] = name
+    return out
 
 
 def _drop_pages(tensor: Tensor) -> None:
@@ -353,8 +417,11 @@ def _drop_pages(tensor: Tensor) -> None:
     and stay mapped; reading a checkpoint larger than memory would show it
     all resident. ``MADV_DONTNEED`` drops them: the mapping is private and
     never written here, so a later access reads the same bytes from the file.
-    Without ``madvise`` (not Linux or BSD) this does nothing.
+    Without ``madvise`` (not Linux or BSD) this does nothing, nor for a
+    tensor of a layout other than strided (it has no single storage).
     """
+    if tensor.layout != torch.strided:
+        return
     storage = tensor.untyped_storage()
     advice = getattr(mmap, "MADV_DONTNEED", None)
     if advice is None or storage.nbytes() == 0:

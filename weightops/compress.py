@@ -29,7 +29,12 @@ Stored parts of a compressed tensor ``NAME`` (keys ``NAME::part``):
   ``codebook::codes``/``scale``/``zero_point``/``qformat``;
 * pruning alone: ``values``, the kept values in the weight's dtype.
 
-Tensors not selected are stored verbatim under their own names. The
+Tensors not selected are stored verbatim under their own names. A tensor
+saved tied to an earlier one (:meth:`~weightops.checkpoint.Checkpoint.aliases`,
+e.g. ``lm_head.weight is wte.weight`` in a ``.pt``) is stored once, under
+the first name; its entry says ``{"name": ..., "method": "alias", "of":
+FIRST}``. Entries of a non-dense layout (sparse tensors) and non-tensor
+entries are not written (:attr:`CompressSummary.skipped`). The
 header's ``__metadata__`` holds ``weightops.format`` (``"compressed"``),
 ``weightops.format_version`` (``"1"``) and ``weightops.tensors``: a JSON list,
 in the checkpoint's order, of one object per tensor saying how to rebuild it.
@@ -99,7 +104,7 @@ class _Spec:
     """How one tensor is stored: the JSON object of ``weightops.tensors``."""
 
     name: str
-    method: str  # "raw" or "compressed"
+    method: str  # "raw", "alias" or "compressed"
     dtype: str = ""
     shape: tuple[int, ...] = ()
     prefix: str = ""
@@ -112,11 +117,16 @@ class _Spec:
     axis: int | None = None
     clusters: int | None = None
     codebook_bits: int | None = None
+    of: str = ""  # for "alias": the name of the tensor stored
 
     def to_json(self) -> dict[str, Any]:
         if self.method == "raw":
             return {"name": self.name, "method": "raw"}
-        return asdict(self)
+        if self.method == "alias":
+            return {"name": self.name, "method": "alias", "of": self.of}
+        out = asdict(self)
+        del out["of"]
+        return out
 
     @classmethod
     def from_json(cls, value: Any) -> _Spec:
@@ -124,6 +134,10 @@ class _Spec:
             raise ValueError(f"a tensor entry is not an object with a name: {value!r}")
         if value.get("method") == "raw":
             return cls(value["name"], "raw")
+        if value.get("method") == "alias":
+            if not isinstance(value.get("of"), str):
+                raise ValueError(f"alias entry {value['name']!r} names no tensor")
+            return cls(value["name"], "alias", of=value["of"])
         try:
             spec = cls(
                 name=value["name"],
@@ -167,12 +181,16 @@ class TensorSummary:
         name: the tensor's name.
         shape: its shape.
         dtype: its dtype, e.g. ``"float32"``.
-        method: what was done, e.g. ``"prune 0.5 + q4"``, or ``"raw"`` (verbatim).
-        original_bytes: bytes of the tensor in the checkpoint.
+        method: what was done, e.g. ``"prune 0.5 + q4"``, ``"raw"``
+            (verbatim), or ``"alias of NAME"`` (tied to ``NAME``, stored once).
+        original_bytes: bytes of the tensor in the checkpoint (an alias's
+            own size, though it shares its data with ``alias_of``).
         stored_bytes: bytes of every tensor stored for it (codes, masks,
-            scales, zero points, codebooks, configuration).
+            scales, zero points, codebooks, configuration); 0 for an alias.
         rel_error: ``‖W − Ŵ‖_F / ‖W‖_F`` of the reconstruction ``Ŵ`` (0 when both are 0).
         max_abs_error: ``max |W − Ŵ|``.
+        alias_of: for a tensor tied to an earlier one, that tensor's name
+            (its errors are that tensor's); ``None`` otherwise.
     """
 
     name: str
@@ -183,6 +201,7 @@ class TensorSummary:
     stored_bytes: int
     rel_error: float
     max_abs_error: float
+    alias_of: str | None = None
 
     @property
     def ratio(self) -> float:
@@ -200,7 +219,9 @@ class CompressSummary:
         tensors: one row per tensor, in the checkpoint's order.
         file_bytes: the size of the written file (tensors and header).
         seconds: wall time of the run.
-        skipped: ``(name, reason)`` of the input's non-tensor entries (not written).
+        skipped: ``(name, reason)`` of the input's entries that were not
+            written: non-tensor entries and tensors of a non-dense layout
+            (sparse). Listed under the table, never silently dropped.
     """
 
     source: Path
@@ -212,13 +233,13 @@ class CompressSummary:
 
     @property
     def original_bytes(self) -> int:
-        """Bytes of all tensors in the input."""
-        return sum(t.original_bytes for t in self.tensors)
+        """Bytes of all tensors in the input, tied tensors counted once (aliases left out)."""
+        return sum(t.original_bytes for t in self.tensors if t.alias_of is None)
 
     @property
     def stored_bytes(self) -> int:
-        """Bytes of all tensors stored (compact forms and verbatim tensors)."""
-        return sum(t.stored_bytes for t in self.tensors)
+        """Bytes of all tensors stored (compact forms and verbatim tensors; aliases store none)."""
+        return sum(t.stored_bytes for t in self.tensors if t.alias_of is None)
 
     @property
     def ratio(self) -> float:
@@ -226,7 +247,12 @@ class CompressSummary:
         return self.original_bytes / self.stored_bytes if self.stored_bytes else math.inf
 
     def to_markdown(self) -> str:
-        """The table: per tensor, then the total and the file's size."""
+        """The table: per tensor, then the total and the file's size.
+
+        An alias row shows its own size as original bytes and 0 stored, and
+        its ratio and errors as ``-``; the totals count a tied tensor once.
+        The entries not written are listed under the table (``skipped``).
+        """
         head = (
             "tensor",
             "shape",
@@ -244,16 +270,18 @@ class CompressSummary:
                 t.method,
                 f"{t.original_bytes:,}",
                 f"{t.stored_bytes:,}",
-                f"{t.ratio:.2f}",
-                f"{t.rel_error:.3g}",
-                f"{t.max_abs_error:.3g}",
+                f"{t.ratio:.2f}" if t.alias_of is None else "-",
+                f"{t.rel_error:.3g}" if t.alias_of is None else "-",
+                f"{t.max_abs_error:.3g}" if t.alias_of is None else "-",
             )
             for t in self.tensors
         ]
-        compressed = sum(t.method != "raw" for t in self.tensors)
+        aliases = sum(t.alias_of is not None for t in self.tensors)
+        compressed = sum(t.method != "raw" and t.alias_of is None for t in self.tensors)
+        tied = f", {aliases} aliases counted once" if aliases else ""
         rows.append(
             (
-                f"total ({compressed} of {len(self.tensors)} compressed)",
+                f"total ({compressed} of {len(self.tensors)} compressed{tied})",
                 "",
                 "",
                 f"{self.original_bytes:,}",
@@ -286,7 +314,7 @@ class CompressSummary:
             f"{self.destination}: {self.file_bytes:,} bytes on disk "
             f"({self.original_bytes / max(self.file_bytes, 1):.2f}× smaller), {self.seconds:.1f} s"
         )
-        lines.extend(f"skipped {name}: {reason}" for name, reason in self.skipped)
+        lines.extend(f"skipped {name}: {reason} (not written)" for name, reason in self.skipped)
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -687,7 +715,11 @@ def compress_checkpoint(
     (``clusters``) or quantized (``bits``), and stored in compact form (see
     the module docstring); the others are stored verbatim. With both
     ``clusters`` and ``bits`` the codebook is quantized to ``bits`` bits
-    (the indices take ``ceil(log2 k)`` bits). The output is written
+    (the indices take ``ceil(log2 k)`` bits). A tensor tied to an earlier
+    one (:meth:`~weightops.checkpoint.Checkpoint.aliases`) is stored once,
+    as that tensor, and compressed when any name of the two is selected.
+    Sparse tensors and non-tensor entries are not written; the summary
+    lists them as skipped. The output is written
     atomically: ``dst`` is replaced only once the whole file is written.
     Memory: about a few times the largest tensor (the tensor, its mask,
     spans of ~1M elements of temporaries); k-means needs more, some
@@ -710,7 +742,8 @@ def compress_checkpoint(
             which each channel gets its own.
         where: a glob (``fnmatch``, case-sensitive) on tensor names choosing
             the floating-point tensors to compress; default: every
-            floating-point tensor with at least 2 dimensions.
+            floating-point tensor with at least 2 dimensions. A tied group
+            is compressed when any of its names matches.
         progress: show a progress bar on stderr.
 
     Returns:
@@ -749,6 +782,9 @@ def compress_checkpoint(
             chosen = matched & floating
             if not chosen:
                 fail(_OP, "where", "a glob matching a floating-point tensor", where)
+        aliases = checkpoint.aliases()
+        chosen |= {aliases[n] for n in chosen if n in aliases}
+        chosen -= set(aliases)
         for name in names:
             if name in chosen:
                 _check_tensor(name, checkpoint.info(name)[0], opts)
@@ -767,13 +803,33 @@ def compress_checkpoint(
         if checkpoint.metadata:
             metadata[_SOURCE_KEY] = json.dumps(checkpoint.metadata)
         rows: list[TensorSummary] = []
+        index = {name: i for i, name in enumerate(names)}
         specs: list[dict[str, Any]] = []
         with SafetensorsWriter(dst, metadata) as writer:
             for name in _progress(names, desc="compress", enable=progress):
                 shape, dtype = checkpoint.info(name)
+                dtype_name = str(dtype).removeprefix("torch.")
+                if name in aliases:
+                    # Tied: stored once, under the first name (already written).
+                    of = aliases[name]
+                    specs.append(_Spec(name, "alias", of=of).to_json())
+                    row = rows[index[of]]
+                    rows.append(
+                        TensorSummary(
+                            name,
+                            shape,
+                            dtype_name,
+                            f"alias of {of}",
+                            checkpoint.nbytes(name),
+                            0,
+                            row.rel_error,
+                            row.max_abs_error,
+                            alias_of=of,
+                        )
+                    )
+                    continue
                 tensor = checkpoint.get(name)
                 original = _nbytes(tensor)
-                dtype_name = str(dtype).removeprefix("torch.")
                 if name not in chosen or tensor.numel() == 0:
                     writer.add(name, tensor)
                     specs.append(_Spec(name, "raw").to_json())
@@ -814,7 +870,10 @@ def load_compressed(path: PathLike) -> dict[str, Tensor]:
 
     Each compressed tensor is rebuilt in its original dtype and shape
     (pruned weights 0, the others their dequantized or codebook values);
-    verbatim tensors are returned as stored. Read tensor by tensor.
+    verbatim tensors are returned as stored. Read tensor by tensor. A tied
+    tensor (an ``"alias"`` entry) is the same tensor object as the one it
+    is tied to, as ``torch.load`` of the original returns it: an in-place
+    change to one shows in the other.
 
     Args:
         path: a file written by ``weightops compress``.
@@ -852,6 +911,11 @@ def load_compressed(path: PathLike) -> dict[str, Tensor]:
             try:
                 if spec.method == "raw":
                     out[spec.name] = checkpoint.get(spec.name)
+                    continue
+                if spec.method == "alias":
+                    if spec.of not in out:
+                        raise ValueError(f"an alias of {spec.of!r}, not an earlier tensor")
+                    out[spec.name] = out[spec.of]
                     continue
                 parts = {key: checkpoint.get(spec.prefix + key) for key in spec.keys}
                 result = torch.empty(spec.work_shape, dtype=_DTYPE_NAMES[spec.dtype])

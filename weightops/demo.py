@@ -142,19 +142,32 @@ class SparseWeight:
     ) -> SparseWeight:
         """Mask and codebook indices of a :class:`~weightops.Cluster`'s weight.
 
-        The weights whose shared value is 0 (the fixed zero centroid) are the
-        masked ones; the others index the codebook's nonzero entries. With
-        ``codebook``, a quantized form of those entries (in the same order),
-        it is stored in their place.
+        The weights whose shared value is 0 (the fixed zero centroid, or any
+        centroid that is 0 now) are the masked ones; the others index the
+        codebook's nonzero entries. With ``codebook``, a quantized form of
+        those entries (in the same order, one per nonzero entry of the
+        cluster's codebook now, as :func:`_quantize_codebooks` makes it), it
+        is stored in their place.
+
+        Raises:
+            ValueError: ``codebook`` does not hold one value per nonzero
+                centroid (the stored form would not decode to the weight).
         """
         packed = cluster.compress()
         values = packed.codebook.detach().float()
         nonzero = values != 0
         index = packed.indices().long()
         kept = nonzero[index]
-        # Position among the nonzero entries: the indices skip the zero.
+        # Position among the nonzero entries: the indices skip the zeros.
         remap = torch.cumsum(nonzero, 0) - 1
         k = int(nonzero.sum())
+        if codebook is not None and codebook.numel != k:
+            fail(
+                "SparseWeight.from_clustered",
+                "codebook",
+                f"one value per nonzero centroid ({k})",
+                f"{codebook.numel} values",
+            )
         bits = index_bits(max(k, 1))
         return cls(
             packed.shape,
@@ -365,16 +378,41 @@ def _clustered(
 @torch.no_grad()
 def _quantize_codebooks(clusters: dict[str, Cluster], bits: int) -> dict[str, QuantizedTensor]:
     """Quantize each codebook's nonzero entries to ``bits`` bits (min-max, 0
-    exact) and make the model use the quantized values."""
+    exact) and make the model use the quantized values.
+
+    A nonzero centroid may quantize to exactly 0: its weights become zeros
+    of the model, so they join the mask, and its code is dropped from the
+    stored codebook, which then holds one code per centroid that is still
+    nonzero, in order, as :meth:`SparseWeight.from_clustered` indexes them.
+    """
     quantizer = wo.FakeQuantize(bits)
     out: dict[str, QuantizedTensor] = {}
     for name, cluster in clusters.items():
         values = cluster.compress().codebook
         nonzero = values != 0
-        out[name] = quantizer.compress(values[nonzero])
+        coded = quantizer.compress(values[nonzero])
+        dequantized = coded.dequantize().to(values.dtype)
         codebook = cluster.codebook
         assert codebook is not None  # set up by parametrize
-        codebook[nonzero] = out[name].dequantize().to(codebook.dtype)
+        codebook[nonzero] = dequantized
+        still = dequantized != 0
+        if not bool(still.all()):
+            # Same scale and zero point (per tensor): only the codes of the
+            # centroids still nonzero are kept.
+            codes = unpack_bits(coded.packed, coded.bits, coded.numel)[still]
+            coded = QuantizedTensor(
+                pack_bits(codes, coded.bits),
+                coded.scale,
+                coded.zero_point,
+                shape=(codes.numel(),),
+                dtype=coded.dtype,
+                bits=coded.bits,
+                symmetric=coded.symmetric,
+                axis=coded.axis,
+                group_size=coded.group_size,
+                preserve_zero=coded.preserve_zero,
+            )
+        out[name] = coded
     return out
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 FORMATS = ("md", "json", "csv")
@@ -23,12 +26,15 @@ def parser() -> argparse.ArgumentParser:
         "--compare",
         type=Path,
         metavar="CKPT2",
-        help="instead of the report, the per-tensor relative change ‖B−A‖/‖A‖ to CKPT2",
+        help=(
+            "instead of the report, the per-tensor relative change ‖B−A‖/‖A‖ to CKPT2 "
+            "(not with --spectral or --plots)"
+        ),
     )
     p.add_argument(
         "--spectral",
         choices=("none", "power", "full"),
-        default="power",
+        default=None,
         help="σmax and stable rank by power iteration (default), none, or the full spectrum",
     )
     p.add_argument("--format", choices=FORMATS, default="md", help="output format (default md)")
@@ -45,16 +51,66 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it onto ``path``.
+
+    An interrupted run leaves ``path`` as it was, never half written.
+    """
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        # mkstemp makes the file private (0o600); give it the mode a plain
+        # open() would, or keep that of the file it replaces.
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run ``weightops inspect``; returns the exit status (2 for bad input)."""
+    """Run ``weightops inspect``; returns the exit status (2 for bad input).
+
+    Bad input is found before any tensor is read: a missing checkpoint, an
+    output whose directory does not exist, ``--compare`` with ``--plots``
+    or ``--spectral`` (which apply to the report only). The output file is
+    written atomically.
+    """
     from weightops.checkpoint import open_checkpoint
     from weightops.inspection.report import compare, inspect
 
     args = parser().parse_args(argv)
+    if args.compare and (args.plots is not None or args.spectral is not None):
+        given = [
+            flag
+            for flag, value in (("--spectral", args.spectral), ("--plots", args.plots))
+            if value is not None
+        ]
+        verb = "does" if len(given) == 1 else "do"
+        return _fail(f"{' and '.join(given)} {verb} not apply with --compare (no report is made)")
+    if args.output is not None:
+        if args.output.is_dir():
+            return _fail(f"--output {args.output} is a directory, not a file")
+        if not args.output.parent.is_dir():
+            return _fail(
+                f"--output {args.output}: the directory {args.output.parent} does not exist"
+            )
     paths = [args.checkpoint] + ([args.compare] if args.compare else [])
+    checkpoints = []
     try:
-        checkpoints = [open_checkpoint(path) for path in paths]
+        for path in paths:
+            checkpoints.append(open_checkpoint(path))
     except (OSError, ValueError) as error:
+        for checkpoint in checkpoints:
+            checkpoint.close()
         return _fail(str(error))
     try:
         if args.compare:
@@ -63,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.format
             ]()
         else:
-            report = inspect(checkpoints[0], spectral=args.spectral, progress=not args.quiet)
+            report = inspect(
+                checkpoints[0], spectral=args.spectral or "power", progress=not args.quiet
+            )
             text = {"md": report.to_markdown, "json": report.to_json, "csv": report.to_csv}[
                 args.format
             ]()
@@ -77,7 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         for checkpoint in checkpoints:
             checkpoint.close()
     if args.output:
-        args.output.write_text(text)
+        try:
+            _write_atomically(args.output, text)
+        except OSError as error:
+            print(
+                f"weightops inspect: error: writing {args.output} failed: {error}", file=sys.stderr
+            )
+            return 1
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
