@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 import weightops as wo
 from weightops.inspection import Thresholds, compare, inspect
@@ -316,6 +317,54 @@ def test_inspect_tensor_source_reads_each_tensor_once() -> None:
     assert torch.equal(report.tensor("lstm.weight_ih_l0[g]"), tensors["lstm.weight_ih_l0"][6:9])
 
 
+class TiedSource:
+    """A .pt checkpoint-like source: names(), get() counting reads, aliases()."""
+
+    def __init__(self, tensors: dict[str, Tensor], aliases: dict[str, str]) -> None:
+        self.tensors, self._aliases = tensors, aliases
+        self.reads: list[str] = []
+
+    def names(self) -> list[str]:
+        return list(self.tensors)
+
+    def get(self, name: str) -> Tensor:
+        self.reads.append(name)
+        return self.tensors[name]
+
+    def aliases(self) -> dict[str, str]:
+        return dict(self._aliases)
+
+
+def test_inspect_source_aliases_are_one_row_with_shared_with() -> None:
+    wte = torch.randn(10, 4)
+    tensors = {"wte.weight": wte, "h.weight": torch.randn(4, 4), "lm_head.weight": wte}
+    source = TiedSource(tensors, {"lm_head.weight": "wte.weight"})
+    report = inspect(source)
+    assert [(row.name, row.shared_with) for row in report.rows] == [
+        ("wte.weight", ("lm_head.weight",)),
+        ("h.weight", ()),
+    ]
+    assert source.reads == ["wte.weight", "h.weight"]  # the alias is never read
+    # Selected without its canonical name, an alias is a row of its own.
+    alone = inspect(TiedSource(tensors, {"lm_head.weight": "wte.weight"}), where="lm_head*")
+    assert [(row.name, row.shared_with) for row in alone.rows] == [("lm_head.weight", ())]
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+def test_inspect_sparse_tensors_skipped_with_layout() -> None:
+    dense = torch.randn(3, 4)
+    state = {"w": dense, "coo": dense.to_sparse(), "csr": dense.to_sparse_csr()}
+    report = inspect(state)
+    assert [row.name for row in report.rows] == ["w"]
+    assert dict(report.skipped) == {
+        "coo": "sparse layout (torch.sparse_coo)",
+        "csr": "sparse layout (torch.sparse_csr)",
+    }
+    from_source = inspect(TiedSource(state, {}))
+    assert dict(from_source.skipped) == dict(report.skipped)
+    assert compare(state, state)[1]["status"] == "skipped"
+
+
 def test_inspect_where_glob_selects_rows() -> None:
     net = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
     assert [r.name for r in inspect(net, where="1.*").rows] == ["1.weight", "1.bias"]
@@ -359,7 +408,7 @@ def test_inspect_bad_arguments_raise() -> None:
     "kwargs",
     [{"init_std_factor": 1.0}, {"zero_fraction": 0.0}, {"cosine": 1.5}, {"alpha": -1.0}],
 )
-def test_thresholds_out_of_range_raise(kwargs: dict[str, float]) -> None:
+def test_thresholds_out_of_range_raise(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         Thresholds(**kwargs)
 
@@ -424,6 +473,43 @@ def test_activations_run_in_current_mode_without_grad() -> None:
     assert not net.training and net[0].weight.grad is None
 
 
+def test_activations_train_mode_leaves_buffers_and_rng_unchanged() -> None:
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Dropout(0.5)).train()
+    before = {name: buf.clone() for name, buf in net.named_buffers()}
+    buffers = dict(net.named_buffers())
+    x = torch.randn(8, 4) + 5.0
+    rng = torch.get_rng_state()
+    rows = inspect(net, example_input=x).activations
+    assert rows[3].output_shape == (8, 6) and net.training
+    assert torch.equal(torch.get_rng_state(), rng)  # dropout drew from a forked generator
+    for name, buf in net.named_buffers():
+        assert buf is buffers[name]
+        assert torch.equal(buf, before[name]), name  # running stats, num_batches_tracked
+
+
+class _BatchNormThenFails(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.norm(x)
+        self.norm.running_var = torch.zeros(3)  # a module rebinding its buffer
+        raise RuntimeError("after the norm layer")
+
+
+def test_activations_buffers_restored_on_error() -> None:
+    net = _BatchNormThenFails().train()
+    var = net.norm.running_var
+    with pytest.raises(RuntimeError, match="after the norm layer"):
+        inspect(net, example_input=torch.randn(5, 3) + 2.0)
+    buffers = dict(net.norm.named_buffers())
+    assert buffers["running_var"] is var and torch.equal(buffers["running_var"], torch.ones(3))
+    assert torch.equal(buffers["running_mean"], torch.zeros(3))
+    assert int(buffers["num_batches_tracked"]) == 0
+
+
 # ---------------------------------------------------------------- diagnoses
 
 
@@ -434,6 +520,48 @@ def test_diagnose_nonfinite_values() -> None:
     for spectral in ("power", "full"):
         found = inspect({"w": w}, spectral).diagnoses  # type: ignore[arg-type]
         assert [(d.code, d.value) for d in found] == [("nonfinite", 2.0)]
+
+
+class _HostSyncs(TorchFunctionMode):
+    """Records every tensor-to-host read (bool, item, float, int, tolist)."""
+
+    READS = frozenset({"__bool__", "item", "__float__", "__int__", "tolist"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_function__(
+        self,
+        func: Any,
+        types: object,
+        args: tuple[object, ...] = (),
+        kwargs: dict[str, object] | None = None,
+    ) -> object:
+        if getattr(func, "__name__", "") in self.READS:
+            self.reads.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("bad", [None, math.nan, math.inf])
+def test_inspect_full_spectrum_one_host_sync_and_no_nan(bad: float | None) -> None:
+    w = torch.randn(8, 6, generator=torch.Generator().manual_seed(1))
+    if bad is not None:
+        w[2, 3] = bad
+    with _HostSyncs() as syncs:
+        report = inspect({"w": w}, "full")
+    # One read of the batch, no finiteness check before the SVD (weight_stats'
+    # item() reads a CPU scalar only for CPU tensors, which costs no sync).
+    assert [read for read in syncs.reads if read != "item"] == ["tolist"]
+    row = report.row("w")
+    if bad is None:
+        assert row.sigma_max == pytest.approx(float(torch.linalg.svdvals(w)[0]), rel=1e-5)
+        assert row.spectrum is not None and len(row.spectrum) == 6
+    else:
+        assert (row.spectrum, row.sigma_max, row.stable_rank, row.alpha) == (None,) * 4
+        assert row.sigma_iters is None
+        assert [d.code for d in report.diagnoses] == ["nonfinite"]
+        json.loads(report.to_json(), parse_constant=pytest.fail)  # no NaN/Infinity leaked
 
 
 def test_diagnose_heavy_tail_with_full_spectrum() -> None:
@@ -468,6 +596,26 @@ def test_diagnose_sigma_outlier() -> None:
 def test_diagnose_embedding_default_init_is_not_far_from_init() -> None:
     torch.manual_seed(0)
     assert inspect(nn.Embedding(1000, 64)).diagnoses == []
+
+
+def test_inspect_cosine_skipped_above_row_limit() -> None:
+    constant = torch.full((40, 3), 0.05)  # every pair of units identical
+    row = inspect({"w": constant}).row("w")
+    assert row.max_cosine == pytest.approx(1.0) and row.similar_pairs == 40 * 39 // 2
+    limited = inspect({"w": constant}, thresholds=Thresholds(cosine_max_rows=39))
+    assert (limited.row("w").max_cosine, limited.row("w").similar_pairs) == (None, None)
+    assert "symmetric_units" not in {d.code for d in limited.diagnoses}
+    # An output layer over a vocabulary: more rows than the default limit.
+    head = torch.randn(Thresholds().cosine_max_rows + 1, 2)
+    assert inspect({"lm_head.weight": head}, "none").row("lm_head.weight").max_cosine is None
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [(-1, ValueError), (2.5, TypeError), (True, TypeError)]
+)
+def test_thresholds_cosine_max_rows_must_be_a_count(value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="cosine_max_rows must be an int >= 0"):
+        Thresholds(cosine_max_rows=value)  # type: ignore[arg-type]
 
 
 def test_diagnose_thresholds_change_what_fires() -> None:

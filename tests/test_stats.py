@@ -16,6 +16,7 @@ import scipy.linalg
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from torch.overrides import TorchFunctionMode
 
 import weightops.functional.stats as WF
 import weightops.reference.stats as WR
@@ -530,6 +531,42 @@ def test_max_cosine_blocks_agree_with_one_block(monkeypatch: pytest.MonkeyPatch)
     blocked = WF.max_cosine(weight, bound=0.9)
     assert float(blocked[0]) == float(whole[0]) == pytest.approx(1.0)
     assert int(blocked[1]) == int(whole[1]) == WR.max_cosine(weight.numpy(), bound=0.9)[1]
+
+
+class _LargestTensor(TorchFunctionMode):
+    """Records the element count of the largest tensor any torch call returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numel = 0
+
+    def __torch_function__(
+        self,
+        func: Callable[..., object],
+        types: object,
+        args: tuple[object, ...] = (),
+        kwargs: dict[str, object] | None = None,
+    ) -> object:
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.numel = max(self.numel, t.numel())
+        return out
+
+
+def test_max_cosine_memory_bounded_by_tiles_not_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A block of `tile` rows against all rows would be 64 x 2500 cosines; tiles
+    # over both dimensions keep every temporary within tile² or the weight's size.
+    tile, rows, cols = 64, 2500, 3
+    weight = torch.from_numpy(random_matrix("gaussian", (rows, cols), seed=5))
+    weight[2100] = weight[17] * 2.0
+    monkeypatch.setattr(WF, "_COSINE_BLOCK", tile)
+    with _LargestTensor() as largest:
+        best, pairs = WF.max_cosine(weight, bound=0.99)
+    assert largest.numel <= max(rows * cols, tile * tile)
+    want_best, want_pairs = WR.max_cosine(weight.numpy(), bound=0.99)
+    assert float(best) == pytest.approx(want_best, abs=1e-12) == pytest.approx(1.0)
+    assert int(pairs) == want_pairs
 
 
 @pytest.mark.parametrize(

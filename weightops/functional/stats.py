@@ -59,7 +59,7 @@ _CHECK_EVERY = 2
 _START_SEED = 0x5EED
 #: Largest binary exponent of max|W| that :func:`sigma_max` iterates on unscaled.
 _SCALE_FREE = 40
-#: Rows per block of :func:`max_cosine`'s cosine matrix.
+#: Rows (and columns) per tile of :func:`max_cosine`'s cosine matrix.
 _COSINE_BLOCK = 1024
 
 
@@ -588,8 +588,10 @@ def max_cosine(weight2d: Tensor, *, bound: float = 0.999) -> tuple[Tensor, Tenso
     .. math:: c = \\max_{i<j} \\frac{w_i \\cdot w_j}{\\lVert w_i\\rVert \\lVert w_j\\rVert}
 
     Rows that are zero or whose norm is not finite are left out. The cosine
-    matrix is computed in blocks of 1024 rows (memory O(1024·rows)), in
-    float32 (float64 for float64 input), clamped to [-1, 1]. No host sync.
+    matrix is computed in 1024 x 1024 tiles of its upper triangle (memory
+    O(1024² + rows) besides the normalised copy of the weight, whatever the
+    row count), in float32 (float64 for float64 input), clamped to [-1, 1].
+    Time stays O(rows²·cols). No host sync.
 
     Args:
         weight2d: (rows, cols); float16, bfloat16, float32 or float64.
@@ -626,14 +628,23 @@ def max_cosine(weight2d: Tensor, *, bound: float = 0.999) -> tuple[Tensor, Tenso
         a = a / torch.where(usable[:, None], peak, 1.0)
         norms = torch.linalg.vector_norm(a, dim=1, keepdim=True)
         a = torch.where(usable[:, None], a / norms.clamp(min=1.0), 0.0)
-        index = torch.arange(rows, device=device)
-        for start in range(0, rows, _COSINE_BLOCK):
-            stop = min(start + _COSINE_BLOCK, rows)
-            cos = a[start:stop] @ a.T
-            keep = (index[None, :] > index[start:stop, None]) & usable[start:stop, None]
-            keep &= usable[None, :]
-            cos = torch.where(keep, cos.clamp(-1.0, 1.0), -math.inf)
-            best = torch.maximum(best, cos.max().to(torch.float64))
-            pairs = pairs + (cos > limit).sum()
+        tile = _COSINE_BLOCK
+        # Strictly above the diagonal of a diagonal tile: each pair once, no
+        # row with itself.
+        upper = torch.ones(tile, tile, dtype=torch.bool, device=device).triu(1)
+        # Tiles over both dimensions, upper triangle only: the live cosines
+        # are tile x tile whatever the row count (a block of all rows would
+        # be GBs for a 128k-row embedding).
+        for i in range(0, rows, tile):
+            left, left_ok = a[i : i + tile], usable[i : i + tile]
+            for j in range(i, rows, tile):
+                right, right_ok = a[j : j + tile], usable[j : j + tile]
+                cos = (left @ right.T).clamp_(-1.0, 1.0)
+                keep = left_ok[:, None] & right_ok[None, :]
+                if i == j:
+                    keep &= upper[: keep.shape[0], : keep.shape[1]]
+                cos.masked_fill_(~keep, -math.inf)
+                best = torch.maximum(best, cos.max().to(torch.float64))
+                pairs = pairs + (cos > limit).sum()
         enough = usable.sum() >= 2
         return torch.where(enough, best, 0.0), torch.where(enough, pairs, 0)

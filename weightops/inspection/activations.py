@@ -4,7 +4,9 @@
 current mode (train or eval, as the caller left it), with a forward hook on
 every leaf module, and keeps only a few numbers per call: the output's shape,
 mean and std, and the fraction of *dead units*. The hooks are removed before
-it returns, also when the forward pass raises; no output tensor is kept.
+it returns, also when the forward pass raises; no output tensor is kept. The
+run is read-only: buffers (BatchNorm's running statistics) are restored and
+the global RNG state is left as it was.
 
 A *unit* is an index along dim 1 of the output, PyTorch's ``(N, C, ...)``
 convention: a feature of a Linear output ``(N, F)``, a channel of a
@@ -168,6 +170,16 @@ def _call(model: nn.Module, example_input: Any) -> None:
 def record_activations(model: nn.Module, example_input: Any) -> list[ActivationRow]:
     """Run ``model`` once on ``example_input`` and summarise every leaf's output.
 
+    The model is left as it was: every buffer (BatchNorm's running mean and
+    variance, ``num_batches_tracked``) is copied before and restored after the
+    forward pass, also when it raises, and the pass runs under
+    :func:`torch.random.fork_rng` (the CPU generator and those of the CUDA
+    devices holding the model's tensors), so the global random state is
+    unchanged. The mode is not changed: in train mode dropout still drops on
+    the example batch (with random numbers the caller never sees) and
+    BatchNorm normalises with the batch's statistics; call ``model.eval()``
+    first to see the activations of inference.
+
     Args:
         model: the model; run in its current mode (``model.training`` as it
             is), under ``torch.no_grad``.
@@ -201,14 +213,49 @@ def record_activations(model: nn.Module, example_input: Any) -> list[ActivationR
 
         return hook
 
+    snapshot = _snapshot_buffers(model)
+    devices = sorted({t.get_device() for t in _tensors(model) if t.device.type == "cuda"})
     handles = [module.register_forward_hook(hook_for(name)) for name, module in leaf_modules(model)]
     try:
-        with torch.no_grad():
+        # A private copy of the RNG state: dropout in train mode draws from it,
+        # the caller's random stream stays where it was.
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
             _call(model, example_input)
     finally:
         for handle in handles:
             handle.remove()
+        _restore_buffers(snapshot)
     return _rows(pending)
+
+
+def _tensors(model: nn.Module) -> list[Tensor]:
+    return [*model.parameters(), *model.buffers()]
+
+
+def _snapshot_buffers(model: nn.Module) -> list[tuple[nn.Module, str, Tensor, Tensor]]:
+    """(module, attribute, buffer, copy) for every buffer of ``model``, once per
+    tensor: BatchNorm's running statistics and ``num_batches_tracked`` change
+    on a forward pass in train mode, and inspecting must not train."""
+    copies: dict[int, Tensor] = {}  # one copy of a buffer shared by several modules
+    saved: list[tuple[nn.Module, str, Tensor, Tensor]] = []
+    for module in model.modules():
+        for attr, buf in module._buffers.items():
+            # A lazy module's uninitialised buffer has no values to keep.
+            if buf is None or nn.parameter.is_lazy(buf):
+                continue
+            if id(buf) not in copies:
+                copies[id(buf)] = buf.detach().clone()
+            saved.append((module, attr, buf, copies[id(buf)]))
+    return saved
+
+
+def _restore_buffers(saved: Sequence[tuple[nn.Module, str, Tensor, Tensor]]) -> None:
+    """Put every buffer back: the same tensor object (a module that rebinds a
+    buffer gets its original back) with its values before the forward pass."""
+    with torch.no_grad():
+        for module, attr, buf, copy in saved:
+            module._buffers[attr] = buf
+            buf.copy_(copy)
 
 
 def _rows(

@@ -11,9 +11,10 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
-from weightops._checks import check_real
+from weightops._checks import check_real, fail
 
 if TYPE_CHECKING:
     from weightops.inspection.activations import ActivationRow
@@ -98,12 +99,20 @@ class Thresholds:
             is above this (or not finite). Default 1e3: per-tensor gradient
             norms stay far below it in stable training (gradient clipping
             thresholds are usually 0.1 to 10), so 1e3 is an explosion.
+        cosine_max_rows: the most rows (units) of a matrix whose
+            ``max_cosine`` and ``similar_pairs`` are computed; a larger one
+            keeps them None, so ``symmetric_units`` cannot fire on it. All
+            pairs cost rows²·cols: at the default 16384 rows of 1024 columns
+            that is about 4 s on one CPU core, and an ``lm_head.weight`` over
+            a 50k- to 128k-token vocabulary, 9 to 60 times as many pairs, is
+            left out; raise it to check such a layer, 0 to skip the check
+            everywhere. An int ``>= 0``.
 
     Raises:
         ValueError, TypeError: a threshold outside its range (each factor
             ``> 1``, fractions in ``(0, 1]``, cosine in ``[0, 1]``, ``alpha``,
-            ``vanishing`` and ``exploding`` ``> 0``; ``math.inf`` disables a
-            rule where it is allowed).
+            ``vanishing`` and ``exploding`` ``> 0``, ``cosine_max_rows`` an
+            int ``>= 0``; ``math.inf`` disables a rule where it is allowed).
 
     >>> Thresholds(init_std_factor=3).init_std_factor
     3.0
@@ -117,6 +126,7 @@ class Thresholds:
     alpha: float = 2.0
     vanishing: float = 1e3
     exploding: float = 1e3
+    cosine_max_rows: int = 16384
 
     def __post_init__(self) -> None:
         op = "Thresholds"
@@ -132,6 +142,12 @@ class Thresholds:
         }
         for name, bounds in ranges.items():
             object.__setattr__(self, name, check_real(op, name, getattr(self, name), **bounds))
+        rows = self.cosine_max_rows
+        if isinstance(rows, bool) or not isinstance(rows, Integral):
+            fail(op, "cosine_max_rows", "an int >= 0", rows, TypeError)
+        if rows < 0:
+            fail(op, "cosine_max_rows", "an int >= 0", rows)
+        object.__setattr__(self, "cosine_max_rows", int(rows))
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,9 @@ KINDS = ("linear", "conv", "embedding", "lstm-gate", "gru-gate", "norm", "bias",
 #: Gate names in PyTorch's row order: LSTM (W_i | W_f | W_g | W_o), GRU (W_r | W_z | W_n).
 GATE_NAMES = {4: ("i", "f", "g", "o"), 3: ("r", "z", "n")}
 
+#: What an SVD raises on a matrix with NaN/Inf (torch's stubs do not export it).
+_LINALG_ERROR: type[RuntimeError] = getattr(torch.linalg, "LinAlgError", RuntimeError)
+
 #: Kinds seen as a matrix (out × in·k): σmax, stable rank, spectrum.
 _MATRIX_KINDS = FAN_KINDS | {"other"}
 #: Kinds whose rows are units, for max_cosine: an embedding's rows are
@@ -94,8 +97,9 @@ _RECURRENT_WEIGHT = re.compile(
 @runtime_checkable
 class TensorSource(Protocol):
     """Anything that lists tensor names and reads one tensor at a time
-    (:class:`weightops.checkpoint.Checkpoint`). ``info(name) -> (shape, dtype)``
-    and ``skipped() -> [(name, reason)]`` are used when present."""
+    (:class:`weightops.checkpoint.Checkpoint`). ``info(name) -> (shape, dtype)``,
+    ``skipped() -> [(name, reason)]`` and ``aliases() -> {alias: canonical
+    name}`` (tied tensors, one row with ``shared_with``) are used when present."""
 
     def names(self) -> Iterable[str]: ...
 
@@ -334,6 +338,10 @@ def _model_entries(model: nn.Module, where: Where) -> tuple[list[_Entry], list[t
 
 def _alias_key(value: Tensor) -> tuple[Any, ...] | None:
     """Tensors of a state dict that are the same memory (tied weights) share this key."""
+    # A sparse (or other non-strided) tensor has no single storage: no key,
+    # and _skip_reason gives it its reason.
+    if value.layout != torch.strided or value.is_nested:
+        return None
     if value.device.type == "meta" or value.numel() == 0:
         return None
     storage = value.untyped_storage().data_ptr()
@@ -406,20 +414,30 @@ def _source_entries(source: TensorSource, where: Where) -> list[_Entry]:
             cache[name] = tuple(info(name)[0]) if callable(info) else tuple(source.get(name).shape)
         return cache[name]
 
+    # A checkpoint's tied tensors ({alias: canonical name}, e.g. lm_head.weight
+    # saved as wte.weight's storage) are one row, as a mapping's shared memory.
+    aliases = getattr(source, "aliases", None)
+    tied: Mapping[str, str] = aliases() if callable(aliases) else {}
+    first: dict[str, _Entry] = {}
     entries = []
     for name in names:
         if not by_name(name):
             continue
+        group = str(tied.get(name, name))
+        if group in first:
+            owner = first[group]
+            owner.shared_with = (*owner.shared_with, name)
+            continue
         dtype = info(name)[1] if callable(info) else None
-        entries.append(
-            _Entry(
-                name,
-                read=partial(source.get, name),
-                classify=partial(_name_kind, name, shape_of=shape_of),
-                dtype=dtype,
-                keep=None if by_tensor is None else partial(by_tensor, name),
-            )
+        entry = _Entry(
+            name,
+            read=partial(source.get, name),
+            classify=partial(_name_kind, name, shape_of=shape_of),
+            dtype=dtype,
+            keep=None if by_tensor is None else partial(by_tensor, name),
         )
+        first[group] = entry
+        entries.append(entry)
     return entries
 
 
@@ -438,6 +456,13 @@ def _skip_reason(value: Any) -> str | None:
         return "uninitialized (a lazy module before its first forward)"
     if value.is_meta:
         return "on the meta device (no data)"
+    if value.is_nested:
+        return "a nested tensor (no single shape)"
+    if value.layout != torch.strided:
+        # Sparse statistics would count the implicit zeros or not: neither is
+        # the weight's distribution, and storage-based reads fail on them.
+        kind = "sparse" if "sparse" in str(value.layout) else "non-dense"
+        return f"{kind} layout ({value.layout})"
     if not value.is_floating_point():
         return f"not floating point ({value.dtype})"
     return None
@@ -529,11 +554,17 @@ def _rows_of(
                 else None
             )
             if matrix is not None and spectral != "none":
-                if spectral == "full" and bool(torch.isfinite(matrix).all()):
-                    spectrum = S.singular_values(matrix)
-                    sigma, plan["iters"] = spectrum[0].to(torch.float64), 0
-                    batch.add(f"{index}.spectrum", spectrum)
-                    batch.add(f"{index}.sigma", sigma)
+                if spectral == "full":
+                    # No finiteness check before the SVD (it would be a second
+                    # host sync): a CPU SVD raises on NaN/Inf, a GPU one may
+                    # return NaN, dropped once the row's nan/inf counts are read.
+                    try:
+                        spectrum = S.singular_values(matrix)
+                    except _LINALG_ERROR:
+                        pass
+                    else:
+                        plan["iters"] = 0
+                        batch.add(f"{index}.spectrum", spectrum)
                 else:
                     try:
                         sigma, plan["iters"] = S.sigma_max(matrix)
@@ -542,7 +573,13 @@ def _rows_of(
                         pass
                     else:
                         batch.add(f"{index}.sigma", sigma)
-            if matrix is not None and kind in _COSINE_KINDS:
+            # All pairs of units cost rows²·cols: beyond the limit (an output
+            # layer over a vocabulary, lm_head) the columns stay None.
+            if (
+                matrix is not None
+                and kind in _COSINE_KINDS
+                and matrix.shape[0] <= thresholds.cosine_max_rows
+            ):
                 cos, pairs = S.max_cosine(matrix, bound=thresholds.cosine)
                 batch.add(f"{index}.cosine", torch.stack([cos, pairs.to(torch.float64)]))
             if g is not None:
@@ -559,6 +596,15 @@ def _rows_of(
         grads = values.get(f"{index}.grad")
         sigma_values = values.get(f"{index}.sigma")
         sigma_max = sigma_values[0] if sigma_values else None
+        if singular is not None:
+            # A weight with NaN/Inf has no spectrum (what a GPU SVD returns
+            # for it is NaN or meaningless): none, as the power path gives.
+            finite = stats["nan_count"] + stats["inf_count"] == 0
+            if finite and singular and all(map(math.isfinite, singular)):
+                sigma_max = singular[0]
+            else:
+                singular = None
+                plan.pop("iters", None)
         # Stable rank ‖W‖_F²/σ² from the l2 already measured: the same value as
         # stats.stable_rank without its second pass over the weight.
         rank = None
@@ -860,11 +906,13 @@ def inspect(
     * a state dict (a mapping of names to tensors), or an object with
       ``names()`` and ``get(name)`` such as
       :class:`weightops.checkpoint.Checkpoint`, read one tensor at a time:
-      every floating-point tensor; anything else goes to ``report.skipped``
-      with the reason. Kinds from the name and shape: ``*bias*`` → bias,
-      1-D → norm, 2-D with ``embed`` in the name → embedding, 2-D →
-      linear, 3- to 5-D → conv, anything else → other. Tensors of a mapping
-      that share memory are one row with ``shared_with``.
+      every dense floating-point tensor; anything else (integers, sparse
+      tensors, non-tensors) goes to ``report.skipped`` with the reason.
+      Kinds from the name and shape: ``*bias*`` → bias, 1-D → norm, 2-D
+      with ``embed`` in the name → embedding, 2-D → linear, 3- to 5-D →
+      conv, anything else → other. Tensors of a mapping that share memory,
+      and the names a source's ``aliases()`` maps to one tensor (a
+      checkpoint's tied weights), are one row with ``shared_with``.
 
     Conv weights are seen as out × (in·kh·kw) (ConvTranspose's ``(in, out/g,
     ...)`` regrouped by output unit); LSTM and GRU ``weight_ih``/``weight_hh``
@@ -872,7 +920,10 @@ def inspect(
     3 gates from the matching ``weight_hh``'s shape). The statistics of a
     tensor are computed on its device and read with one host transfer
     (power iteration's convergence checks aside). Gradients present on a
-    model's parameters fill the ``grad_*`` columns.
+    model's parameters fill the ``grad_*`` columns. ``max_cosine`` and
+    ``similar_pairs`` (all pairs of units, rows²·cols) stay None for a
+    matrix of more than ``thresholds.cosine_max_rows`` rows (default 16384:
+    an output layer over a vocabulary), and for embeddings.
 
     Args:
         model_or_state_dict: an ``nn.Module``, a mapping of names to tensors,
@@ -882,7 +933,8 @@ def inspect(
             statistics; ``"full"``: all singular values (an SVD per matrix;
             σmax is the largest), their power-law tail exponent ``alpha``
             (``None``, "n/a", with fewer than 50 nonzero singular values) and
-            the spectrum itself in the JSON output.
+            the spectrum itself in the JSON output; a weight with NaN or Inf
+            values gets none of them (its ``nonfinite`` diagnosis says why).
         example_input: with a model, run it once on this input
             (:func:`weightops.inspection.activations.record_activations`:
             a tensor, a tuple of arguments or a dict of keyword arguments) to
