@@ -457,40 +457,63 @@ class _Plotter:
         edges: np.ndarray,
         log_y: bool,
     ) -> list[Path]:
+        def draw(ax: Any, row: Any) -> None:
+            values, nonfinite = counts[row.name]
+            ax.stairs(values, edges, fill=True, color="tab:blue")
+            ax.set_title(f"{_label(row)}\n{_shape(row)}", fontsize=8)
+            ax.set_xlabel("weight value", fontsize=7)
+            ax.set_ylabel("count", fontsize=7)
+            ax.set_xlim(edges[0], edges[-1])
+            ax.tick_params(labelsize=6)
+            if log_y:
+                ax.set_yscale("symlog", linthresh=1.0)
+            ax.text(
+                0.02,
+                0.97,
+                _summary(row, nonfinite),
+                transform=ax.transAxes,
+                fontsize=6,
+                va="top",
+                family="monospace",
+                bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0},
+            )
+
+        title = f"{len(edges) - 1} shared bins over [{edges[0]:.4g}, {edges[-1]:.4g}]" + (
+            ", log counts" if log_y else ""
+        )
+        return self._paged(
+            rows,
+            "histogram_panel",
+            _HISTOGRAM_PAGE,
+            _HISTOGRAM_COLUMNS,
+            draw,
+            lambda suffix: f"Weight histograms{suffix}: {title}",
+            "histograms",
+        )
+
+    def _paged(
+        self,
+        rows: Sequence[Any],
+        panel: str,
+        per_page: int,
+        columns: int,
+        draw: Callable[[Any, Any], None],
+        title: Callable[[str], str],
+        stem: str,
+    ) -> list[Path]:
+        """A grid of one panel per row, continued on ``stem_2.png``, … past
+        ``per_page`` panels."""
         paths = []
-        pw, ph = FIGURE_INCHES["histogram_panel"]
-        pages = -(-len(rows) // _HISTOGRAM_PAGE)
-        for page, chunk in _pages(rows, _HISTOGRAM_PAGE):
+        pages = -(-len(rows) // per_page)
+        for page, chunk in _pages(rows, per_page):
             fig, axes = self._grid(
-                len(chunk), _HISTOGRAM_COLUMNS, (pw, ph), _PANEL_MARGINS, (0.0, _TITLE_INCHES)
+                len(chunk), columns, FIGURE_INCHES[panel], _PANEL_MARGINS, (0.0, _TITLE_INCHES)
             )
             for ax, row in zip(axes, chunk, strict=True):
-                values, nonfinite = counts[row.name]
-                ax.stairs(values, edges, fill=True, color="tab:blue")
-                ax.set_title(f"{_label(row)}\n{_shape(row)}", fontsize=8)
-                ax.set_xlabel("weight value", fontsize=7)
-                ax.set_ylabel("count", fontsize=7)
-                ax.set_xlim(edges[0], edges[-1])
-                ax.tick_params(labelsize=6)
-                if log_y:
-                    ax.set_yscale("symlog", linthresh=1.0)
-                ax.text(
-                    0.02,
-                    0.97,
-                    _summary(row, nonfinite),
-                    transform=ax.transAxes,
-                    fontsize=6,
-                    va="top",
-                    family="monospace",
-                    bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0},
-                )
+                draw(ax, row)
             suffix = f" (page {page + 1} of {pages})" if pages > 1 else ""
-            fig.suptitle(
-                f"Weight histograms{suffix}: {len(edges) - 1} shared bins over "
-                f"[{edges[0]:.4g}, {edges[-1]:.4g}]" + (", log counts" if log_y else ""),
-                fontsize=10,
-            )
-            paths.append(self._save(fig, "histograms" + (f"_{page + 1}" if page else "")))
+            fig.suptitle(title(suffix), fontsize=10)
+            paths.append(self._save(fig, stem + (f"_{page + 1}" if page else "")))
         return paths
 
     def heatmap(self, row: Any, tensor: Tensor, stem: str) -> Path:
@@ -583,23 +606,22 @@ class _Plotter:
         return self._save(fig, "conv_kernels")
 
     def biases(self, rows: Sequence[Any], values: dict[str, _Curve]) -> list[Path]:
-        paths = []
-        pw, ph = FIGURE_INCHES["bias_panel"]
-        pages = -(-len(rows) // _BIAS_PAGE)
-        for page, chunk in _pages(rows, _BIAS_PAGE):
-            fig, axes = self._grid(
-                len(chunk), _BIAS_COLUMNS, (pw, ph), _PANEL_MARGINS, (0.0, _TITLE_INCHES)
-            )
-            for ax, row in zip(axes, chunk, strict=True):
-                _draw_bias(ax, values[row.name])
-                ax.set_title(f"{row.name}  [{_shape(row)}]", fontsize=8)
-                ax.set_xlabel("unit", fontsize=7)
-                ax.set_ylabel("bias", fontsize=7)
-                ax.tick_params(labelsize=6)
-            suffix = f" (page {page + 1} of {pages})" if pages > 1 else ""
-            fig.suptitle(f"Biases{suffix}", fontsize=10)
-            paths.append(self._save(fig, "biases" + (f"_{page + 1}" if page else "")))
-        return paths
+        def draw(ax: Any, row: Any) -> None:
+            _draw_bias(ax, values[row.name])
+            ax.set_title(f"{row.name}  [{_shape(row)}]", fontsize=8)
+            ax.set_xlabel("unit", fontsize=7)
+            ax.set_ylabel("bias", fontsize=7)
+            ax.tick_params(labelsize=6)
+
+        return self._paged(
+            rows,
+            "bias_panel",
+            _BIAS_PAGE,
+            _BIAS_COLUMNS,
+            draw,
+            lambda suffix: f"Biases{suffix}",
+            "biases",
+        )
 
     def depth(self, rows: Sequence[Any]) -> Path:
         fig = self.figure(*FIGURE_INCHES["depth"], self.dpi, True)
