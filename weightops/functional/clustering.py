@@ -6,7 +6,8 @@ fine histogram instead of on the values:
 1. one pass bins every value: ``B`` uniform bins from min to max per tensor
    or channel (``B`` a power of two, 16 per value up to 2^16, fewer with
    many channels: :func:`histogram_bins`), and per bin its count and its
-   exact float64 sum (``bincount``);
+   float64 sum (``bincount``, the values converted to float64 a chunk at a
+   time, so that no float64 copy of the weight is made);
 2. Lloyd steps on the bin means weighted by their counts. Bins are ordered,
    so a cluster is a contiguous range of bins, found by a search of the
    centroids' midpoints among the bin means, and its sum and count are two
@@ -36,6 +37,10 @@ __all__ = ["kmeans"]
 #: The most centroids.
 MAX_K = 1 << 16
 INITS = ("linear", "quantile", "kmeans++")
+
+
+#: Values converted to float64 at a time when building the histogram.
+CHUNK = 1 << 20
 
 
 def _check(
@@ -136,7 +141,7 @@ def _initial(
         ramp = torch.arange(k, dtype=torch.float64, device=x.device)
         return lo[:, None] + ramp * step[:, None]
     if init == "quantile":
-        ordered = x.sort(dim=1).values
+        ordered = x.sort(dim=1).values.to(torch.float64)
         pos = (torch.arange(k, dtype=torch.float64, device=x.device) + 0.5) / k * (n - 1)
         below = pos.floor().long()
         above = (below + 1).clamp_(max=n - 1)
@@ -176,7 +181,17 @@ def _clusters_of_bins(at: Tensor, bins: int) -> Tensor:
 def _picked(x: Tensor, flat: Tensor, bins: Tensor) -> tuple[Tensor, Tensor]:
     """The flat positions of the values in the marked ``bins``, and the values."""
     where = torch.index_select(bins.view(-1), 0, flat).nonzero().view(-1)
-    return where, torch.index_select(x.view(-1), 0, where)
+    return where, torch.index_select(x.view(-1), 0, where).to(torch.float64)
+
+
+def _chunked_bincount(flat: Tensor, weights: Tensor, size: int) -> Tensor:
+    """``bincount(flat, weights)`` in float64, converting ``weights`` a chunk
+    at a time (no float64 copy of the whole weight)."""
+    total = torch.zeros(size, dtype=torch.float64, device=flat.device)
+    for at in range(0, flat.numel(), CHUNK):
+        part = weights[at : at + CHUNK].to(torch.float64)
+        total += torch.bincount(flat[at : at + CHUNK], part, minlength=size)
+    return total
 
 
 def _search(mids: Tensor, values: Tensor, where: Tensor, n: int) -> Tensor:
@@ -301,7 +316,9 @@ def kmeans(
     # The one host sync: aminmax propagates NaN, and an inf shows as a bound.
     if not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all()):
         fail("kmeans", "weight", "finite", "a tensor with NaN or inf")
-    x = rows.to(torch.float64).contiguous()
+    # The values in their own dtype: float64 copies are made a chunk at a time
+    # (a float64 copy of a large weight would double kmeans' memory).
+    x = rows.contiguous()
     lo, hi = lo.double(), hi.double()
     span = hi - lo
     if not bool(torch.isfinite(span).all()):
@@ -319,12 +336,12 @@ def kmeans(
     if groups > 1:
         flat += torch.arange(0, groups * bins, bins, dtype=torch.int32, device=device)[:, None]
     flat = flat.view(-1)
-    members = (x != 0).to(torch.float64).view(-1) if preserve_zero else None
+    members = (x != 0).view(-1) if preserve_zero else None
     if members is None:
         counts = torch.bincount(flat, minlength=groups * bins).to(torch.float64)
     else:
-        counts = torch.bincount(flat, members, minlength=groups * bins)
-    sums = torch.bincount(flat, x.view(-1), minlength=groups * bins)
+        counts = _chunked_bincount(flat, members, groups * bins)
+    sums = _chunked_bincount(flat, x.view(-1), groups * bins)
     counts, sums = counts.view(groups, bins), sums.view(groups, bins)
     means = torch.where(counts > 0, sums / counts, -torch.inf)
 
@@ -386,7 +403,9 @@ def kmeans(
     s_in = whole_sums.gather(1, upper) - whole_sums.gather(1, lower)
     member = torch.div(where, n, rounding_mode="floor") * k + cluster
     ones = torch.ones_like(values)
-    n_in = n_in.view(-1).index_add_(0, member, ones if members is None else members[where])
+    n_in = n_in.view(-1).index_add_(
+        0, member, ones if members is None else members[where].to(torch.float64)
+    )
     s_in = s_in.view(-1).index_add_(0, member, values)
     codebook = _update(c, n_in.view(groups, k), s_in.view(groups, k), fixed).to(dtype)
 
@@ -399,7 +418,7 @@ def kmeans(
     torch.index_select(_clusters_of_bins(at, bins).view(-1), 0, flat, out=indices.view(-1))
     indices.view(-1)[where] = _search(mids, values, where, n)
     if fixed is not None:
-        indices = torch.where(x == 0, fixed.long().argmax(dim=1, keepdim=True), indices)
+        torch.where(x == 0, fixed.long().argmax(dim=1, keepdim=True), indices, out=indices)
     if dim is None:
         return codebook[0], indices.view(w.shape)
     moved = (groups, *w.shape[:dim], *w.shape[dim + 1 :])
