@@ -55,7 +55,6 @@ from numbers import Real
 from pathlib import Path
 from typing import Any, NoReturn
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -426,19 +425,16 @@ def _rows(p: Tensor, i: int, j: int) -> Tensor:
 
 
 def _pack_mask(mask: Tensor) -> Tensor:
-    # pack_bits' 1-bit layout is np.packbits(bitorder="little"), which is
-    # some 200× faster on bool masks than pack_bits' generic word loop.
-    flat = mask.reshape(-1).contiguous().numpy()
-    return torch.from_numpy(np.packbits(flat, bitorder="little"))
+    return pack_bits(mask.reshape(-1), 1)
 
 
 def _unpack_mask(packed: Tensor, start: int, count: int) -> Tensor:
     """Mask bits ``start:start + count`` (``start`` a multiple of 8) as a bool tensor."""
     first = start // 8
-    data = packed[first : first + -(-count // 8)].numpy()
-    if data.size * 8 < count:
+    data = packed[first : first + -(-count // 8)]
+    if data.numel() * 8 < count:
         raise ValueError("the mask is shorter than the tensor")
-    return torch.from_numpy(np.unpackbits(data, count=count, bitorder="little")).bool()
+    return unpack_bits(data, 1, count).bool()
 
 
 def _packed_length(bits: int, count: int) -> int:

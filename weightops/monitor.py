@@ -25,12 +25,13 @@ from torch.utils.hooks import RemovableHandle
 from weightops._checks import check_weight, fail
 from weightops._histogram import MAX_BINS
 from weightops._select import Target, Where, parametrization_list, select, stored_tensors
-from weightops.functional._reduce import accumulation_dtype
+from weightops.functional.gradients import grad_summary
 from weightops.functional.stats import STAT_NAMES, weight_stats
 
 __all__ = ["GRAD_STAT_NAMES", "WeightMonitor"]
 
-#: The gradient statistics, in the order :func:`_grad_stats` returns them.
+#: The gradient statistics, in the order
+#: :func:`weightops.functional.gradients.grad_summary` returns them.
 GRAD_STAT_NAMES = ("max_abs", "mean_abs", "norm")
 
 #: Elements per pass of the histogram, so that its float64 temporaries stay
@@ -81,28 +82,6 @@ def _histogram(weight: Tensor, bins: int) -> Tensor:
         index = torch.where(finite, position, 0.0).long()
         counts.index_add_(0, index, finite.long())
     return torch.cat([vmin[None], vmax[None], total, edges, counts.to(f64)])
-
-
-def _grad_stats(grad: Tensor) -> Tensor:
-    """(max |g|, mean |g|, ‖g‖₂) of a gradient, as float64 on its device; NaN
-    when it holds a NaN. Reduced in float32 or wider.
-
-    Not ``WF.grad_stats``' helper: max |g| comes from ``aminmax``, because
-    torch's ∞-norm kernel costs about 25 times as much on a CPU (11 ms against
-    0.4 ms for 2.6M float32 values), most of a logging step's gradient work.
-    """
-    if not grad.numel():
-        return torch.zeros(3, dtype=torch.float64, device=grad.device)
-    acc = accumulation_dtype(grad.dtype)
-    low, high = torch.aminmax(grad)
-    values = torch.stack(
-        [
-            torch.maximum(-low, high).to(acc),
-            torch.linalg.vector_norm(grad, 1, dtype=acc) / grad.numel(),
-            torch.linalg.vector_norm(grad, 2, dtype=acc),
-        ]
-    )
-    return values.to(torch.float64)
 
 
 def _strict(value: float) -> float | None:
@@ -385,7 +364,7 @@ class WeightMonitor:
                             continue
                         if grad.is_sparse:
                             grad = grad.to_dense()  # the norms of a sparse gradient's zeros count
-                        parts.append(_grad_stats(grad))
+                        parts.append(grad_summary(grad, torch.float64, grad.device))
                         layout.append(("grads", name, len(GRAD_STAT_NAMES)))
                 if histograms:
                     parts.append(_histogram(weight, self.bins))

@@ -41,7 +41,7 @@ from weightops._select import (
 )
 from weightops.functional import init as I
 from weightops.functional import stats as S
-from weightops.functional.gradients import _stats as grad_summary
+from weightops.functional.gradients import grad_summary
 from weightops.init import layout_of
 from weightops.inspection.activations import ActivationRow, record_activations
 from weightops.inspection.diagnose import FAN_KINDS, Diagnosis, Thresholds, diagnose
