@@ -66,10 +66,10 @@ from weightops.functional.quantization import dequantize, quantize, quantize_par
 from weightops.functional.sparsity import magnitude_mask, nm_mask
 from weightops.storage import (
     QuantizedTensor,
-    _zero_point_dtype,
     index_bits,
     pack_bits,
     unpack_bits,
+    zero_point_dtype,
 )
 
 __all__ = ["CompressSummary", "TensorSummary", "compress_checkpoint", "load_compressed", "main"]
@@ -509,7 +509,7 @@ def _encode(x: Tensor, spec: _Spec, opts: _Options) -> tuple[dict[str, Tensor], 
         parts["codes"] = pack_bits(torch.cat(codes), opts.bits)
         del codes
         parts["scale"] = scale.contiguous()
-        parts["zero_point"] = zero_point.to(_zero_point_dtype(opts.bits, False, True)).contiguous()
+        parts["zero_point"] = zero_point.to(zero_point_dtype(opts.bits, False, True)).contiguous()
     else:
         assert mask is not None
         parts["values"] = x.reshape(-1)[mask.reshape(-1)]
@@ -602,7 +602,7 @@ def _decode(spec: _Spec, parts: Mapping[str, Tensor]) -> Iterator[tuple[int, int
         bits = spec.bits
         stream = _need(spec, parts, "codes", torch.uint8 if bits <= 8 else torch.int16)
         scale = _need(spec, parts, "scale", torch.float32)
-        zero_point = _need(spec, parts, "zero_point", _zero_point_dtype(bits, False, True))
+        zero_point = _need(spec, parts, "zero_point", zero_point_dtype(bits, False, True))
         params = tuple(n if d == spec.axis else 1 for d, n in enumerate(shape))
         if tuple(scale.shape) != params or tuple(zero_point.shape) != params:
             raise ValueError(f"tensor {spec.name!r}: scale and zero point must have shape {params}")

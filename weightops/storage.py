@@ -51,6 +51,7 @@ __all__ = [
     "pack_bits",
     "save_quantized",
     "unpack_bits",
+    "zero_point_dtype",
 ]
 
 #: Elements per step of packing and unpacking: the temporaries (int64 words
@@ -255,7 +256,7 @@ def unpack_bits(packed: Tensor, bits: int, numel: int) -> Tensor:
     return out
 
 
-def _zero_point_dtype(bits: int, symmetric: bool, preserve_zero: bool) -> torch.dtype:
+def zero_point_dtype(bits: int, symmetric: bool, preserve_zero: bool) -> torch.dtype:
     """The smallest well-supported dtype holding every zero point of the configuration.
 
     Zero points lie in ``[q_min, q_max]``. ``uint16`` (for asymmetric codes of
@@ -366,7 +367,7 @@ class QuantizedTensor:
         if packed.shape != (length,):
             fail(op, "packed", f"of shape ({length},)", tuple(packed.shape))
         params = torch.Size(_params_shape(shape, self.axis, group_size))
-        zero_dtype = _zero_point_dtype(bits, symmetric, preserve_zero)
+        zero_dtype = zero_point_dtype(bits, symmetric, preserve_zero)
         for name, value, want in (
             ("scale", scale, torch.float32),
             ("zero_point", zero_point, zero_dtype),
@@ -427,7 +428,7 @@ class QuantizedTensor:
             _pack(unsigned, bits),
             scale.detach().to(torch.float32, copy=True).contiguous(),
             zero_point.detach()
-            .to(_zero_point_dtype(bits, symmetric, preserve_zero), copy=True)
+            .to(zero_point_dtype(bits, symmetric, preserve_zero), copy=True)
             .contiguous(),
             shape=tuple(weight.shape),
             dtype=weight.dtype,
