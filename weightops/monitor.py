@@ -24,6 +24,7 @@ from torch.utils.hooks import RemovableHandle
 
 from weightops._checks import check_weight, fail
 from weightops._histogram import MAX_BINS
+from weightops._readback import Readback
 from weightops._select import Target, Where, parametrization_list, select, stored_tensors
 from weightops.functional.gradients import grad_summary
 from weightops.functional.stats import STAT_NAMES, weight_stats
@@ -349,33 +350,25 @@ class WeightMonitor:
 
     def _log(self, n: int, *, scalars: bool, histograms: bool) -> None:
         self._check_open()
-        parts: list[Tensor] = []
-        # (section, name, number of values) of each part, in order.
-        layout: list[tuple[str, str, int]] = []
+        batch: Readback[tuple[str, str]] = Readback()
         with torch.no_grad():
             for target in self._targets:
                 weight = target.value
                 if scalars:
-                    parts.append(weight_stats(weight))
-                    layout.append(("weights", target.name, len(STAT_NAMES)))
+                    batch.add(("weights", target.name), weight_stats(weight))
                     for name, param in _grad_sources(target):
                         grad = param.grad
                         if grad is None:
                             continue
                         if grad.is_sparse:
                             grad = grad.to_dense()  # the norms of a sparse gradient's zeros count
-                        parts.append(grad_summary(grad, torch.float64, grad.device))
-                        layout.append(("grads", name, len(GRAD_STAT_NAMES)))
+                        batch.add(("grads", name), grad_summary(grad, torch.float64, grad.device))
                 if histograms:
-                    parts.append(_histogram(weight, self.bins))
-                    layout.append(("histograms", target.name, len(_SUMMARY) + 2 * self.bins + 1))
-            device = parts[0].device
-            values = torch.cat([p.to(device) for p in parts]).tolist()  # the one host sync
+                    batch.add(("histograms", target.name), _histogram(weight, self.bins))
+            values = batch.read()  # the one host sync
         raw: dict[str, dict[str, list[float]]] = {"weights": {}, "grads": {}, "histograms": {}}
-        at = 0
-        for section, name, size in layout:
-            raw[section][name] = values[at : at + size]
-            at += size
+        for (section, name), vs in values.items():
+            raw[section][name] = vs
         if scalars:
             self._emit(self._scalar_record(n, raw))
         if histograms:

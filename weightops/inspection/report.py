@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from weightops._checks import FLOAT_DTYPES
 from weightops._progress import progress as progress_bar
+from weightops._readback import Readback
 from weightops._select import (
     Target,
     Where,
@@ -471,28 +472,6 @@ def _skip_reason(value: Any) -> str | None:
 # --------------------------------------------------------------------------- statistics
 
 
-class _Batch:
-    """Device statistics of one tensor, gathered and read with one host transfer."""
-
-    def __init__(self) -> None:
-        self.parts: list[tuple[str, Tensor]] = []
-
-    def add(self, key: str, value: Tensor) -> None:
-        self.parts.append((key, value.detach().reshape(-1).to(torch.float64)))
-
-    def read(self) -> dict[str, list[float]]:
-        if not self.parts:
-            return {}
-        device = self.parts[0][1].device
-        flat = torch.cat([t.to(device) for _, t in self.parts]).tolist()  # the one sync
-        out: dict[str, list[float]] = {}
-        position = 0
-        for key, t in self.parts:
-            out[key] = flat[position : position + t.numel()]
-            position += t.numel()
-        return out
-
-
 def _matrix(weight: Tensor, layout: str, groups: int) -> Tensor:
     """The out × (in·k) view of a weight; ConvTranspose ``(in, out/g, *k)``
     is regrouped so that each row is one output unit."""
@@ -539,7 +518,7 @@ def _rows_of(
         spans = [
             (f"{entry.name}[{g}]", g, (k * h, (k + 1) * h)) for k, g in enumerate(GATE_NAMES[gates])
         ]
-    batch = _Batch()
+    batch: Readback[str] = Readback()
     plans: list[dict[str, Any]] = []
     with torch.no_grad():
         for index, (label, gate, span) in enumerate(spans):
